@@ -1,0 +1,200 @@
+//! Text -> sentence features with the frozen base encoder.
+//!
+//! Utterances are tokenised one by one, sorted by length and grouped into
+//! batches under a token budget, so padding stays small (batching mixed
+//! lengths in arrival order pads every utterance to the longest one).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use crate::base::{BaseModelDir, BaseModelHashes};
+use crate::bert::{Bert, NormKind, l2_normalize, mean_pool};
+use crate::error::{ModelError, Result};
+
+/// Longest utterance (in word pieces, special tokens included) the encoder reads;
+/// the rest of a longer message is cut off.
+pub const MAX_TOKENS: usize = 128;
+
+/// How token states become one feature vector: the mean-pooled, L2-normalised
+/// hidden states of each listed layer (0 = embeddings, n = last layer), concatenated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pooling {
+    pub layers: Vec<usize>,
+}
+
+impl Pooling {
+    /// The sentence-transformers embedding: mean of the last layer, normalised.
+    pub fn last(num_layers: usize) -> Self {
+        Self { layers: vec![num_layers] }
+    }
+
+    pub fn dim(&self, hidden: usize) -> usize {
+        self.layers.len() * hidden
+    }
+
+    pub fn deepest(&self) -> usize {
+        self.layers.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// One tokenised utterance.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl Tokens {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The frozen base encoder with its tokenizer.
+#[derive(Debug)]
+pub struct Encoder {
+    bert: Bert,
+    tokenizer: Tokenizer,
+    device: Device,
+    hidden: usize,
+    hashes: BaseModelHashes,
+}
+
+impl Encoder {
+    /// Loads a base model directory (see [`BaseModelDir`]) for inference.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_with(&BaseModelDir::open(dir)?, device, NormKind::Fused)
+    }
+
+    pub fn load_with(base: &BaseModelDir, device: &Device, norm: NormKind) -> Result<Self> {
+        let tokenizer = load_tokenizer(&base.tokenizer_path())?;
+        let (bytes, hashes) = base.read_weights()?;
+        let weights_path = base.weights_path();
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| {
+            ModelError::invalid(&weights_path, format!("not a readable safetensors file ({e})"))
+        })?;
+        let bert = Bert::load(vb, &base.config, norm).map_err(|e| {
+            ModelError::invalid(
+                &weights_path,
+                format!("weights do not match config.json ({e}); is this a BERT-family model?"),
+            )
+        })?;
+        Ok(Self { bert, tokenizer, device: device.clone(), hidden: base.config.hidden_size, hashes })
+    }
+
+    pub fn hashes(&self) -> &BaseModelHashes {
+        &self.hashes
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.bert.num_layers()
+    }
+
+    pub fn bert(&self) -> &Bert {
+        &self.bert
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn tokenize(&self, text: &str) -> Result<Tokens> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(Tokens { ids: enc.get_ids().to_vec(), type_ids: enc.get_type_ids().to_vec() })
+    }
+
+    /// Features for many texts, in input order. Batches are formed by length
+    /// so that no batch holds more than `token_budget` padded tokens.
+    pub fn embed_all(
+        &self,
+        texts: &[&str],
+        pooling: &Pooling,
+        token_budget: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let tokens = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| tokens[i].len());
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // Sorted ascending, so the last member of a batch is its longest.
+            let mut end = start + 1;
+            while end < order.len() && tokens[order[end]].len() * (end + 1 - start) <= token_budget {
+                end += 1;
+            }
+            let batch: Vec<&Tokens> = order[start..end].iter().map(|&i| &tokens[i]).collect();
+            let feats = self.embed_tokens(&batch, pooling)?;
+            for (row, &i) in feats.into_iter().zip(&order[start..end]) {
+                out[i] = row;
+            }
+            progress(end - start);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Features for one padded batch.
+    pub fn embed_tokens(&self, batch: &[&Tokens], pooling: &Pooling) -> Result<Vec<Vec<f32>>> {
+        let (ids, type_ids, mask) = pad_batch(batch, &self.device)?;
+        let states = self.bert.forward_layers(&ids, &type_ids, &mask, pooling.deepest())?;
+        let feats = pool_states(&states, &mask, pooling)?;
+        Ok(feats.to_vec2::<f32>()?)
+    }
+}
+
+/// Applies a [`Pooling`] to the hidden states returned by [`Bert::forward_layers`].
+pub fn pool_states(states: &[Tensor], mask: &Tensor, pooling: &Pooling) -> candle_core::Result<Tensor> {
+    let parts = pooling
+        .layers
+        .iter()
+        .map(|&l| l2_normalize(&mean_pool(&states[l], mask)?))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 1)
+}
+
+/// Pads a batch to its longest member: `(ids, type_ids, mask)`, each `[batch, tokens]`.
+pub fn pad_batch(batch: &[&Tokens], device: &Device) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let t = batch.iter().map(|b| b.len()).max().unwrap_or(0).max(1);
+    let mut ids = vec![0u32; batch.len() * t];
+    let mut types = vec![0u32; batch.len() * t];
+    let mut mask = vec![0u32; batch.len() * t];
+    for (r, tok) in batch.iter().enumerate() {
+        let row = r * t;
+        ids[row..row + tok.len()].copy_from_slice(&tok.ids);
+        types[row..row + tok.len()].copy_from_slice(&tok.type_ids);
+        mask[row..row + tok.len()].fill(1);
+    }
+    let shape = (batch.len(), t);
+    Ok((
+        Tensor::from_vec(ids, shape, device)?,
+        Tensor::from_vec(types, shape, device)?,
+        Tensor::from_vec(mask, shape, device)?,
+    ))
+}
+
+/// Loads `tokenizer.json` with padding switched off (the shipped file pads
+/// every input to 128 tokens) and truncation at [`MAX_TOKENS`].
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    let mut tok = Tokenizer::from_file(path)
+        .map_err(|e| ModelError::invalid(path, format!("not a tokenizers JSON file ({e})")))?;
+    tok.with_padding(None);
+    tok.with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+        .map_err(|e| ModelError::invalid(path, format!("cannot set truncation ({e})")))?;
+    Ok(tok)
+}

@@ -1,0 +1,20 @@
+//! bankbot's NLU library: it owns everything between a customer's text and an
+//! intent decision. The tokenizer and a BERT-family encoder in candle turn text
+//! into sentence features; a trained softmax head with temperature calibration
+//! and an out-of-scope detector turn features into ranked intents; the
+//! inference engine serves predictions from a dedicated thread with dynamic
+//! batching. Training, evaluation metrics and the model artifact format live
+//! here too. It does no network IO and knows nothing of gRPC, storage or the
+//! bank's systems: callers pass it directories and texts.
+
+pub mod annotation;
+pub mod base;
+pub mod bert;
+pub mod calibrate;
+pub mod encoder;
+pub mod error;
+pub mod head;
+pub mod metrics;
+pub mod rng;
+
+pub use error::{ModelError, Result};
