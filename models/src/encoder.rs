@@ -20,7 +20,8 @@ use crate::error::{ModelError, Result};
 pub const MAX_TOKENS: usize = 128;
 
 /// How token states become one feature vector: the mean-pooled, L2-normalised
-/// hidden states of each listed layer (0 = embeddings, n = last layer), concatenated.
+/// hidden states of each listed layer (0 = embeddings, n = last layer),
+/// concatenated and scaled to unit length.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pooling {
     pub layers: Vec<usize>,
@@ -158,14 +159,16 @@ impl Encoder {
     }
 }
 
-/// Applies a [`Pooling`] to the hidden states returned by [`Bert::forward_layers`].
+/// Applies a [`Pooling`] to the hidden states returned by [`Bert::forward_layers`]:
+/// each layer's mean is normalised, the parts concatenated and scaled so the
+/// whole vector has unit length (dot products are cosine similarities).
 pub fn pool_states(states: &[Tensor], mask: &Tensor, pooling: &Pooling) -> candle_core::Result<Tensor> {
     let parts = pooling
         .layers
         .iter()
         .map(|&l| l2_normalize(&mean_pool(&states[l], mask)?))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Tensor::cat(&parts, 1)
+    Tensor::cat(&parts, 1)? / (pooling.layers.len().max(1) as f64).sqrt()
 }
 
 /// Pads a batch to its longest member: `(ids, type_ids, mask)`, each `[batch, tokens]`.

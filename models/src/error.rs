@@ -7,7 +7,7 @@ pub enum ModelError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 
-    #[error("{}: file is missing (a model directory needs config.json, tokenizer.json and model.safetensors)", path.display())]
+    #[error("{}: not found", path.display())]
     MissingFile { path: PathBuf },
 
     #[error("{}: {reason}", path.display())]
@@ -33,6 +33,9 @@ pub enum ModelError {
 
     #[error("training data: {0}")]
     TrainingData(String),
+
+    #[error("inference failed: {0}")]
+    Inference(String),
 
     #[error("the text is empty")]
     EmptyText,

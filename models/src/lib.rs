@@ -8,13 +8,18 @@
 //! bank's systems: callers pass it directories and texts.
 
 pub mod annotation;
+pub mod artifact;
 pub mod base;
 pub mod bert;
+pub mod cache;
 pub mod calibrate;
+pub mod classifier;
 pub mod encoder;
+pub mod engine;
 pub mod error;
 pub mod head;
 pub mod metrics;
 pub mod rng;
+pub mod train;
 
 pub use error::{ModelError, Result};

@@ -1,0 +1,84 @@
+//! The file formats bank staff edit, as Rust types. The JSON Schemas that
+//! editors use are generated from these types (`bankbot schema`), so the
+//! schema and the loader cannot disagree.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+/// The pattern every intent name must match.
+pub const INTENT_NAME_PATTERN: &str = "^[a-z][a-z0-9_]{0,63}$";
+
+/// One intent: what customers say when they want one thing.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "bankbot intent")]
+pub struct IntentFile {
+    /// The intent's name: lowercase letters, digits and `_`, starting with a
+    /// letter (e.g. `card_arrival`). `out_of_scope` (alias `oos`) holds
+    /// examples the bot must recognise as not its job.
+    #[schemars(regex(pattern = "^[a-z][a-z0-9_]{0,63}$"))]
+    pub intent: String,
+
+    /// What the customer wants, in one sentence, for the people who maintain
+    /// the catalogue.
+    #[serde(default)]
+    pub description: Option<String>,
+
+    /// Example messages, one per line, written the way customers write them.
+    /// Mark entity values Rasa-style: `send [50 euros](amount) to [Anna](payee)`;
+    /// the brackets are removed for training. Write a literal bracket as `\[`.
+    #[schemars(length(min = 1))]
+    pub examples: Vec<String>,
+}
+
+/// Held-out evaluation utterances, grouped by the intent they should get.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "bankbot evaluation set")]
+pub struct EvaluationFile {
+    /// What this set is and how it was written.
+    #[serde(default)]
+    pub description: Option<String>,
+
+    /// Intent name -> utterances that should be classified as that intent.
+    /// Use `out_of_scope` (or `oos`) for utterances the bot must reject.
+    pub intents: BTreeMap<IntentKey, Vec<String>>,
+}
+
+/// An intent name used as a mapping key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct IntentKey(#[schemars(regex(pattern = "^[a-z][a-z0-9_]{0,63}$"))] pub String);
+
+/// Renders the JSON Schema (Draft-07) of a file type.
+pub fn schema_json<T: JsonSchema>() -> String {
+    let schema = schemars::generate::SchemaSettings::draft07().into_generator().into_root_schema_for::<T>();
+    let mut out = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    out.push('\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intent_schema_is_draft07_and_closed() {
+        let s: serde_json::Value = serde_json::from_str(&schema_json::<IntentFile>()).unwrap();
+        assert_eq!(s["$schema"], "http://json-schema.org/draft-07/schema#");
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["required"], serde_json::json!(["intent", "examples"]));
+        assert_eq!(s["properties"]["intent"]["pattern"], INTENT_NAME_PATTERN);
+        assert_eq!(s["properties"]["examples"]["minItems"], 1);
+    }
+
+    #[test]
+    fn evaluation_schema_keys_are_intent_names() {
+        let s: serde_json::Value = serde_json::from_str(&schema_json::<EvaluationFile>()).unwrap();
+        assert_eq!(s["additionalProperties"], false);
+        let text = s.to_string();
+        assert!(text.contains(INTENT_NAME_PATTERN.replace('\\', "\\\\").as_str()), "{text}");
+    }
+}

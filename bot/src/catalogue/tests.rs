@@ -1,0 +1,165 @@
+use super::*;
+
+const MODELINE: &str = "# yaml-language-server: $schema=intent.schema.json\n";
+
+fn ten(prefix: &str) -> String {
+    (0..10).map(|i| format!("  - {prefix} example number {i}\n")).collect()
+}
+
+/// Writes files into a fresh directory and loads it; diagnostics are rendered
+/// with the directory replaced by `DIR`.
+fn load(files: &[(&str, &[u8])]) -> (Option<Catalogue>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in files {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    let (cat, diags) = match load_dir(dir.path()) {
+        Ok((c, w)) => (Some(c), w),
+        Err(d) => (None, d.0),
+    };
+    let text = diags
+        .iter()
+        .map(|d| d.to_string().replace(&dir.path().display().to_string(), "DIR"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (cat, text)
+}
+
+fn intent(name: &str) -> String {
+    format!("{MODELINE}intent: {name}\nexamples:\n{}", ten(name))
+}
+
+#[test]
+fn the_minimal_file_is_a_complete_intent() {
+    let minimal = "intent: card_arrival\nexamples:\n  - When will my card arrive?\n  - my new card still hasn't come\n";
+    let other = intent("greet");
+    let (cat, diags) = load(&[("card_arrival.yaml", minimal.as_bytes()), ("greet.yaml", other.as_bytes())]);
+    let cat = cat.expect("minimal file must load");
+    assert_eq!(cat.intents.len(), 2);
+    let card = &cat.intents[0];
+    assert_eq!(card.name, "card_arrival");
+    assert_eq!(card.examples[1].text(), "my new card still hasn't come");
+    assert_eq!(card.examples[1].source.pos, Pos { line: 4, col: 5 });
+    // Only advice, no errors.
+    insta::assert_snapshot!(diags, @r"
+    DIR/card_arrival.yaml:1:1: warning: no `# yaml-language-server: $schema=intent.schema.json` line: editors cannot validate this file
+    DIR/card_arrival.yaml:2:1: warning: only 2 example(s): intents need at least 10 varied examples to be recognised reliably
+    ");
+}
+
+#[test]
+fn errors_point_at_file_line_and_column() {
+    let typo = format!("{MODELINE}intent: card_lost\nexmples:\n  - lost it\n");
+    let empty = format!("{MODELINE}intent: card_found\nexamples: []\n");
+    let bad_ann = format!("{MODELINE}intent: pay\nexamples:\n  - send [50 euros(amount) to Anna\n  - 'pay [Bob](payee'\n");
+    let bad_name = format!("{MODELINE}intent: Pay-Now\nexamples:\n  - x\n");
+    let (cat, diags) = load(&[
+        ("card_lost.yaml", typo.as_bytes()),
+        ("card_found.yaml", empty.as_bytes()),
+        ("pay.yaml", bad_ann.as_bytes()),
+        ("pay_now.yaml", bad_name.as_bytes()),
+        ("greet.yaml", intent("greet").as_bytes()),
+    ]);
+    assert!(cat.is_none());
+    insta::assert_snapshot!(diags, @r"
+    DIR/card_found.yaml:3:11: error: `examples` is empty: an intent needs at least one example
+    DIR/card_lost.yaml:3:1: error: unknown key `exmples` (did you mean `examples`?); allowed keys: `intent`, `description`, `examples`
+    DIR/pay.yaml:3:1: warning: only 2 example(s): intents need at least 10 varied examples to be recognised reliably
+    DIR/pay.yaml:4:10: error: malformed annotation: `[` is never closed (write `\[` for a literal bracket)
+    DIR/pay.yaml:5:15: error: malformed annotation: missing `)` after the entity name
+    DIR/pay_now.yaml:2:9: error: invalid intent name `Pay-Now`: use lowercase letters, digits and `_`, starting with a letter (at most 64)
+    DIR/pay_now.yaml:2:9: warning: file name does not match the intent name `Pay-Now`
+    DIR/pay_now.yaml:3:1: warning: only 1 example(s): intents need at least 10 varied examples to be recognised reliably
+    ");
+}
+
+#[test]
+fn duplicate_intents_and_repeated_examples() {
+    let a = intent("greet");
+    let b = format!("{MODELINE}intent: greet\nexamples:\n{}", ten("other"));
+    let c = format!("{MODELINE}intent: bye\nexamples:\n{}  - Greet example number 3!\n", ten("bye"));
+    let (cat, diags) =
+        load(&[("greet.yaml", a.as_bytes()), ("x/greet.yaml", b.as_bytes()), ("bye.yaml", c.as_bytes())]);
+    assert!(cat.is_none());
+    insta::assert_snapshot!(diags, @r"
+    DIR/greet.yaml:7:5: warning: the same example is in intent `bye` (DIR/bye.yaml:14:5): the model cannot tell them apart
+    DIR/x/greet.yaml:2:9: error: intent `greet` is already defined at DIR/greet.yaml:2:9
+    ");
+}
+
+#[test]
+fn unreadable_files_get_specific_errors() {
+    let mut invalid_utf8 = b"intent: a\nexamples:\n  - caf".to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe]);
+    let bomb = "a: &a [x, x, x, x]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n";
+    let deep = format!("intent: {}{}\n", "[".repeat(200), "]".repeat(200));
+    let (cat, diags) = load(&[
+        ("empty.yaml", b"   \n"),
+        ("comments.yaml", b"# nothing here\n"),
+        ("binary.yaml", b"intent: a\n\x00\x01\x02"),
+        ("utf8.yaml", &invalid_utf8),
+        ("bomb.yaml", bomb.as_bytes()),
+        ("deep.yaml", deep.as_bytes()),
+        ("list.yaml", b"- just\n- a list\n"),
+        ("syntax.yaml", b"intent: a\nexamples:\n  - 'unterminated\n"),
+    ]);
+    assert!(cat.is_none());
+    insta::assert_snapshot!(diags, @r"
+    DIR/binary.yaml:2:1: error: file contains a NUL byte: this is a binary file, not YAML
+    DIR/bomb.yaml:1:7: error: anchors (`&name`) are not supported: write the value out
+    DIR/comments.yaml:1:1: error: file has no content (only comments)
+    DIR/deep.yaml:1:40: error: nesting deeper than 32 levels
+    DIR/empty.yaml:1:1: error: file is empty
+    DIR/list.yaml:1:1: error: expected a mapping of `key: value` lines, found a list
+    DIR/syntax.yaml:3:5: error: YAML syntax error: while scanning a quoted scalar, found unexpected end of stream
+    DIR/utf8.yaml:3:8: error: invalid UTF-8: save the file as UTF-8
+    ");
+}
+
+#[test]
+fn out_of_scope_is_kept_apart_and_oos_is_an_alias() {
+    let oos = format!("{MODELINE}intent: oos\nexamples:\n  - what's the weather\n");
+    let (cat, _) = load(&[
+        ("oos.yaml", oos.as_bytes()),
+        ("greet.yaml", intent("greet").as_bytes()),
+        ("bye.yaml", intent("bye").as_bytes()),
+    ]);
+    let cat = cat.unwrap();
+    assert_eq!(cat.intents.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["bye", "greet"]);
+    assert_eq!(cat.out_of_scope.as_ref().unwrap().examples.len(), 1);
+    let labelled = cat.labelled();
+    assert!(labelled.contains(&("what's the weather".to_owned(), OUT_OF_SCOPE.to_owned())));
+    assert_eq!(cat.example_count(), 21);
+}
+
+#[test]
+fn a_catalogue_needs_two_intents() {
+    let (cat, diags) = load(&[("greet.yaml", intent("greet").as_bytes())]);
+    assert!(cat.is_none());
+    assert!(diags.contains("at least 2 intents"), "{diags}");
+    let (cat, diags) = load(&[("notes.txt", b"hello")]);
+    assert!(cat.is_none());
+    assert!(diags.contains("no intent files"), "{diags}");
+}
+
+#[test]
+fn data_hash_ignores_layout_and_markup() {
+    let a1 = format!("{MODELINE}intent: pay\nexamples:\n  - send [5 euros](amount) now\n{}", ten("pay"));
+    let a2 = format!("intent: pay\n# a comment\nexamples:\n{}  - send 5 euros now\n", ten("pay"));
+    let g = intent("greet");
+    let (c1, _) = load(&[("pay.yaml", a1.as_bytes()), ("greet.yaml", g.as_bytes())]);
+    let (c2, _) = load(&[("sub/p.yaml", a2.as_bytes()), ("greet.yaml", g.as_bytes())]);
+    assert_eq!(c1.unwrap().data_hash(), c2.unwrap().data_hash());
+    let a3 = a1.replace("now", "today");
+    let (c3, _) = load(&[("pay.yaml", a3.as_bytes()), ("greet.yaml", g.as_bytes())]);
+    let (c1, _) = load(&[("pay.yaml", a1.as_bytes()), ("greet.yaml", g.as_bytes())]);
+    assert_ne!(c1.unwrap().data_hash(), c3.unwrap().data_hash());
+}
+
+#[test]
+fn normalise_collapses_case_punctuation_and_space() {
+    assert_eq!(normalise("  What's   my BALANCE?? "), "what s my balance");
+    assert_eq!(normalise("!!!"), "");
+}

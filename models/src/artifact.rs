@@ -1,0 +1,209 @@
+//! The trained-model directory:
+//!
+//! | file | contents |
+//! |---|---|
+//! | `head.safetensors` | head weights and the in-scope example memory (f16) |
+//! | `labels.json` | the head's classes in order |
+//! | `calibration.json` | temperature and out-of-scope detector calibration |
+//! | `model_card.json` | format version, base-model and training-data hashes, pooling, hyper-parameters, validation metrics |
+//!
+//! A directory is written beside its destination and swapped in, so readers
+//! never see a half-written model.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::base::{BaseModelHashes, read_limited};
+use crate::classifier::{IntentModel, OosCalibration};
+use crate::encoder::Pooling;
+use crate::error::{ModelError, Result};
+use crate::head::{Head, HeadParams};
+
+pub const FORMAT: &str = "bankbot-intent-model";
+pub const FORMAT_VERSION: u32 = 1;
+const HEAD_FILE: &str = "head.safetensors";
+const LABELS_FILE: &str = "labels.json";
+const CALIBRATION_FILE: &str = "calibration.json";
+const CARD_FILE: &str = "model_card.json";
+const MEMORY_TENSOR: &str = "memory";
+const MAX_JSON: u64 = 16 << 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub temperature: f64,
+    pub oos: OosCalibration,
+    /// Weight of out-of-scope recall against in-scope accuracy used to choose the threshold.
+    pub oos_weight: f64,
+    /// Where the calibration rows came from (`internal-validation` or a file).
+    pub source: String,
+}
+
+/// Summary metrics of a validation run, as recorded in the model card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValidationSummary {
+    pub rows: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    pub ece: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_scope_accuracy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oos_recall: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oos_precision: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaseModelRef {
+    /// `sentence-transformers/all-MiniLM-L6-v2` for the pinned default, else `custom`.
+    pub name: String,
+    pub hashes: BaseModelHashes,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingDataRef {
+    /// sha256 of the sorted (label, text) pairs.
+    pub hash: String,
+    pub examples: usize,
+    pub intents: usize,
+    pub out_of_scope_examples: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format: String,
+    pub format_version: u32,
+    pub created_by: String,
+    pub trainer: String,
+    pub base_model: BaseModelRef,
+    pub training_data: TrainingDataRef,
+    pub pooling: Pooling,
+    pub head: HeadParams,
+    pub seed: u64,
+    pub validation: ValidationSummary,
+    pub training_seconds: f64,
+}
+
+/// A trained model as stored: the model and its card.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub model: IntentModel,
+    pub calibration: Calibration,
+    pub card: ModelCard,
+}
+
+impl Artifact {
+    /// Writes the model directory, replacing any previous one as a whole.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let staging = parent.join(format!(".{name}.writing-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(ModelError::io(&staging))?;
+        self.write_files(&staging)?;
+        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(ModelError::io(dir))?;
+        }
+        std::fs::rename(&staging, dir).map_err(ModelError::io(dir))?;
+        let _ = std::fs::remove_dir_all(&old);
+        Ok(())
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<()> {
+        let mut tensors = self.model.head.tensors();
+        tensors.insert(MEMORY_TENSOR.to_owned(), self.model.memory.to_dtype(DType::F16)?);
+        let head_path = dir.join(HEAD_FILE);
+        candle_core::safetensors::save(&tensors, &head_path)?;
+        write_json(&dir.join(LABELS_FILE), &self.model.labels)?;
+        write_json(&dir.join(CALIBRATION_FILE), &self.calibration)?;
+        write_json(&dir.join(CARD_FILE), &self.card)?;
+        Ok(())
+    }
+
+    /// Reads a model directory, checking that its parts fit together.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ModelError::MissingFile { path: dir.to_path_buf() });
+        }
+        let card: ModelCard = read_json(&dir.join(CARD_FILE))?;
+        let card_path = dir.join(CARD_FILE);
+        if card.format != FORMAT {
+            return Err(ModelError::invalid(&card_path, format!("not a bankbot intent model (format `{}`)", card.format)));
+        }
+        if card.format_version != FORMAT_VERSION {
+            return Err(ModelError::invalid(
+                &card_path,
+                format!(
+                    "model format version {} is not supported by this build (expects {FORMAT_VERSION}); retrain with `bankbot train`",
+                    card.format_version
+                ),
+            ));
+        }
+        let labels: Vec<String> = read_json(&dir.join(LABELS_FILE))?;
+        let calibration: Calibration = read_json(&dir.join(CALIBRATION_FILE))?;
+        let head_path = dir.join(HEAD_FILE);
+        if !head_path.is_file() {
+            return Err(ModelError::MissingFile { path: head_path });
+        }
+        let mut tensors: HashMap<String, Tensor> = candle_core::safetensors::load(&head_path, device)
+            .map_err(|e| ModelError::invalid(&head_path, format!("truncated or corrupt safetensors file ({e})")))?;
+        let memory = tensors
+            .remove(MEMORY_TENSOR)
+            .ok_or_else(|| ModelError::invalid(&head_path, "no `memory` tensor"))?
+            .to_dtype(DType::F32)?;
+        let head = Head::from_tensors(&tensors).map_err(|e| ModelError::invalid(&head_path, e.to_string()))?;
+        let bad = |reason: String| ModelError::invalid(dir, reason);
+        if head.classes() != labels.len() {
+            return Err(bad(format!("head has {} classes but labels.json lists {}", head.classes(), labels.len())));
+        }
+        let dim = memory.dims2()?.1;
+        if dim != head.input_dim() {
+            return Err(bad(format!("memory width {dim} does not match head input {}", head.input_dim())));
+        }
+        if !(calibration.temperature.is_finite() && calibration.temperature > 0.0) {
+            return Err(bad("calibration temperature must be a positive number".into()));
+        }
+        let model = IntentModel {
+            labels,
+            head,
+            temperature: calibration.temperature,
+            pooling: card.pooling.clone(),
+            memory,
+            oos: calibration.oos,
+            base: card.base_model.hashes.clone(),
+        };
+        Ok(Self { model, calibration, card })
+    }
+
+    /// Errors unless `actual` is the base model this artifact was trained on.
+    pub fn check_base(&self, dir: &Path, actual: &BaseModelHashes) -> Result<()> {
+        if &self.card.base_model.hashes != actual {
+            return Err(ModelError::BaseModelMismatch {
+                path: dir.to_path_buf(),
+                expected_base: format!("{} ({})", self.card.base_model.name, self.card.base_model.hashes.id()),
+                actual_base: actual.id(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| ModelError::invalid(path, format!("cannot serialise: {e}")))?;
+    text.push('\n');
+    std::fs::write(path, text).map_err(ModelError::io(path))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Result<T> {
+    if !path.is_file() {
+        return Err(ModelError::MissingFile { path: path.clone() });
+    }
+    let bytes = read_limited(path, MAX_JSON)?;
+    serde_json::from_slice(&bytes).map_err(|e| ModelError::invalid(path, format!("invalid JSON: {e}")))
+}
