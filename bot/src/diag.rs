@@ -22,11 +22,21 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(path: &Path, pos: Pos, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Error, path: path.to_path_buf(), pos, message: message.into() }
+        Self {
+            severity: Severity::Error,
+            path: path.to_path_buf(),
+            pos,
+            message: message.into(),
+        }
     }
 
     pub fn warning(path: &Path, pos: Pos, message: impl Into<String>) -> Self {
-        Self { severity: Severity::Warning, path: path.to_path_buf(), pos, message: message.into() }
+        Self {
+            severity: Severity::Warning,
+            path: path.to_path_buf(),
+            pos,
+            message: message.into(),
+        }
     }
 
     pub fn is_error(&self) -> bool {
@@ -40,7 +50,14 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
-        write!(f, "{}:{}:{}: {sev}: {}", self.path.display(), self.pos.line, self.pos.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {sev}: {}",
+            self.path.display(),
+            self.pos.line,
+            self.pos.col,
+            self.message
+        )
     }
 }
 
@@ -63,7 +80,12 @@ impl fmt::Display for Diagnostics {
         for d in &self.0 {
             writeln!(f, "{d}")?;
         }
-        write!(f, "{} error(s), {} warning(s)", self.errors(), self.warnings())
+        write!(
+            f,
+            "{} error(s), {} warning(s)",
+            self.errors(),
+            self.warnings()
+        )
     }
 }
 

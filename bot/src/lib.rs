@@ -5,6 +5,13 @@
 //! NLU from `bankbot-models`. Later it hosts the gRPC service, dialog engine,
 //! storage and escalation queue.
 
-pub mod yaml;
 pub mod catalogue;
+pub mod cli;
+pub mod commands;
 pub mod diag;
+pub mod evalset;
+pub mod fetch;
+pub mod nlu;
+pub mod paths;
+pub mod report;
+pub mod yaml;

@@ -22,7 +22,10 @@ pub struct Pos {
 
 impl Pos {
     fn from_marker(m: &Marker) -> Self {
-        Self { line: m.line(), col: m.col() + 1 }
+        Self {
+            line: m.line(),
+            col: m.col() + 1,
+        }
     }
 }
 
@@ -59,14 +62,20 @@ impl Node {
     /// The value under `key` when this node is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.kind {
-            NodeKind::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
 
     /// The key node of `key` when this node is a mapping.
     pub fn key(&self, key: &str) -> Option<&Node> {
-        self.entries().iter().find(|(k, _)| k.as_str() == Some(key)).map(|(k, _)| k)
+        self.entries()
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(k, _)| k)
     }
 
     pub fn as_str(&self) -> Option<&str> {
@@ -114,7 +123,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_bytes: 4 << 20, max_depth: 32, max_nodes: 200_000 }
+        Self {
+            max_bytes: 4 << 20,
+            max_depth: 32,
+            max_nodes: 200_000,
+        }
     }
 }
 
@@ -134,17 +147,26 @@ impl fmt::Display for YamlError {
 impl std::error::Error for YamlError {}
 
 fn yerr(pos: Pos, message: impl Into<String>) -> YamlError {
-    YamlError { pos, message: message.into() }
+    YamlError {
+        pos,
+        message: message.into(),
+    }
 }
 
 /// Parses one YAML document into a node tree. `Ok(None)` for an empty document.
 pub fn parse(src: &str, limits: &Limits) -> Result<Option<Node>, YamlError> {
     if src.len() > limits.max_bytes {
-        return Err(yerr(Pos { line: 1, col: 1 }, format!("file is larger than {} bytes", limits.max_bytes)));
+        return Err(yerr(
+            Pos { line: 1, col: 1 },
+            format!("file is larger than {} bytes", limits.max_bytes),
+        ));
     }
     if let Some((i, _)) = src.char_indices().find(|&(_, c)| c == '\0') {
         let pos = pos_of_byte(src, i);
-        return Err(yerr(pos, "file contains a NUL byte: this is a binary file, not YAML"));
+        return Err(yerr(
+            pos,
+            "file contains a NUL byte: this is a binary file, not YAML",
+        ));
     }
     let mut parser = Parser::new_from_str(src);
     // Stack of containers being built: (node under construction, pending map key).
@@ -155,7 +177,13 @@ pub fn parse(src: &str, limits: &Limits) -> Result<Option<Node>, YamlError> {
     loop {
         let (event, mark) = parser.next_token().map_err(|e| {
             let m = e.marker();
-            yerr(Pos { line: m.line(), col: m.col() + 1 }, format!("YAML syntax error: {}", e.info()))
+            yerr(
+                Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                },
+                format!("YAML syntax error: {}", e.info()),
+            )
         })?;
         let pos = Pos::from_marker(&mark);
         let offset = mark.index();
@@ -165,13 +193,19 @@ pub fn parse(src: &str, limits: &Limits) -> Result<Option<Node>, YamlError> {
             Event::DocumentStart => {
                 documents += 1;
                 if documents > 1 {
-                    return Err(yerr(pos, "more than one YAML document (`---`): put each intent in its own file"));
+                    return Err(yerr(
+                        pos,
+                        "more than one YAML document (`---`): put each intent in its own file",
+                    ));
                 }
                 None
             }
             Event::DocumentEnd => None,
             Event::Alias(_) => {
-                return Err(yerr(pos, "aliases (`*name`) are not supported: write the value out"));
+                return Err(yerr(
+                    pos,
+                    "aliases (`*name`) are not supported: write the value out",
+                ));
             }
             Event::Scalar(value, style, anchor, tag) => {
                 reject_anchor_tag(pos, anchor, tag.is_some())?;
@@ -181,12 +215,19 @@ pub fn parse(src: &str, limits: &Limits) -> Result<Option<Node>, YamlError> {
                     TScalarStyle::DoubleQuoted => ScalarStyle::DoubleQuoted,
                     TScalarStyle::Literal | TScalarStyle::Folded => ScalarStyle::Block,
                 };
-                Some(Node { kind: NodeKind::Scalar { value, style }, pos, offset })
+                Some(Node {
+                    kind: NodeKind::Scalar { value, style },
+                    pos,
+                    offset,
+                })
             }
             Event::SequenceStart(anchor, ref tag) | Event::MappingStart(anchor, ref tag) => {
                 reject_anchor_tag(pos, anchor, tag.is_some())?;
                 if stack.len() >= limits.max_depth {
-                    return Err(yerr(pos, format!("nesting deeper than {} levels", limits.max_depth)));
+                    return Err(yerr(
+                        pos,
+                        format!("nesting deeper than {} levels", limits.max_depth),
+                    ));
                 }
                 let kind = if matches!(event, Event::SequenceStart(..)) {
                     NodeKind::Seq(Vec::new())
@@ -217,7 +258,10 @@ pub fn parse(src: &str, limits: &Limits) -> Result<Option<Node>, YamlError> {
         let Some(node) = finished else { continue };
         nodes += 1;
         if nodes > limits.max_nodes {
-            return Err(yerr(node.pos, format!("more than {} values in one file", limits.max_nodes)));
+            return Err(yerr(
+                node.pos,
+                format!("more than {} values in one file", limits.max_nodes),
+            ));
         }
         match stack.last_mut() {
             None => root = Some(node),
@@ -226,9 +270,14 @@ pub fn parse(src: &str, limits: &Limits) -> Result<Option<Node>, YamlError> {
                 NodeKind::Map(entries) => match pending.take() {
                     None => {
                         if !matches!(node.kind, NodeKind::Scalar { .. }) {
-                            return Err(yerr(node.pos, "a key must be a plain value, not a list or mapping"));
+                            return Err(yerr(
+                                node.pos,
+                                "a key must be a plain value, not a list or mapping",
+                            ));
                         }
-                        if let Some((first, _)) = entries.iter().find(|(k, _)| k.as_str() == node.as_str()) {
+                        if let Some((first, _)) =
+                            entries.iter().find(|(k, _)| k.as_str() == node.as_str())
+                        {
                             return Err(yerr(
                                 node.pos,
                                 format!(
@@ -251,7 +300,10 @@ pub fn parse(src: &str, limits: &Limits) -> Result<Option<Node>, YamlError> {
 
 fn reject_anchor_tag(pos: Pos, anchor: usize, tagged: bool) -> Result<(), YamlError> {
     if anchor != 0 {
-        return Err(yerr(pos, "anchors (`&name`) are not supported: write the value out"));
+        return Err(yerr(
+            pos,
+            "anchors (`&name`) are not supported: write the value out",
+        ));
     }
     if tagged {
         return Err(yerr(pos, "tags (`!name`) are not supported"));
@@ -271,8 +323,17 @@ pub fn pos_of_byte(src: &str, byte: usize) -> Pos {
 /// can be mapped exactly (single-line plain or quoted scalars); otherwise the
 /// scalar's own position.
 pub fn pos_in_scalar(src: &str, node: &Node, char_index: usize) -> Pos {
-    let NodeKind::Scalar { value, style } = &node.kind else { return node.pos };
-    let Some(rest) = src.chars().skip(node.offset).collect::<String>().lines().next().map(str::to_owned) else {
+    let NodeKind::Scalar { value, style } = &node.kind else {
+        return node.pos;
+    };
+    let Some(rest) = src
+        .chars()
+        .skip(node.offset)
+        .collect::<String>()
+        .lines()
+        .next()
+        .map(str::to_owned)
+    else {
         return node.pos;
     };
     let mut src_chars = rest.chars();
@@ -287,9 +348,14 @@ pub fn pos_in_scalar(src: &str, node: &Node, char_index: usize) -> Pos {
     }
     for (i, vc) in value.chars().enumerate() {
         if i == char_index {
-            return Pos { line: node.pos.line, col };
+            return Pos {
+                line: node.pos.line,
+                col,
+            };
         }
-        let Some(sc) = src_chars.next() else { return node.pos };
+        let Some(sc) = src_chars.next() else {
+            return node.pos;
+        };
         match (style, sc) {
             (ScalarStyle::SingleQuoted, '\'') => {
                 src_chars.next();
@@ -300,7 +366,14 @@ pub fn pos_in_scalar(src: &str, node: &Node, char_index: usize) -> Pos {
             _ => return node.pos,
         }
     }
-    if char_index == value.chars().count() { Pos { line: node.pos.line, col } } else { node.pos }
+    if char_index == value.chars().count() {
+        Pos {
+            line: node.pos.line,
+            col,
+        }
+    } else {
+        node.pos
+    }
 }
 
 /// A serde error that knows where it happened.
@@ -320,14 +393,23 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        Self { pos: None, message: msg.to_string() }
+        Self {
+            pos: None,
+            message: msg.to_string(),
+        }
     }
 
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        let hint = closest(field, expected).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+        let hint = closest(field, expected)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
         Self::custom(format_args!(
             "unknown key `{field}`{hint}; allowed keys: {}",
-            expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+            expected
+                .iter()
+                .map(|e| format!("`{e}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
     }
 
@@ -352,7 +434,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -362,7 +446,10 @@ fn levenshtein(a: &str, b: &str) -> usize {
 /// Reads a typed value from a node; the error carries the position of the
 /// innermost node that failed.
 pub fn from_node<'de, T: serde::Deserialize<'de>>(node: &'de Node) -> Result<T, YamlError> {
-    T::deserialize(node).map_err(|e| YamlError { pos: e.pos.unwrap_or(node.pos), message: e.message })
+    T::deserialize(node).map_err(|e| YamlError {
+        pos: e.pos.unwrap_or(node.pos),
+        message: e.message,
+    })
 }
 
 fn at<T>(node: &Node, r: Result<T, DeError>) -> Result<T, DeError> {
@@ -373,7 +460,10 @@ fn at<T>(node: &Node, r: Result<T, DeError>) -> Result<T, DeError> {
 }
 
 fn type_error(node: &Node, expected: &str) -> DeError {
-    DeError { pos: Some(node.pos), message: format!("expected {expected}, found {}", node.describe()) }
+    DeError {
+        pos: Some(node.pos),
+        message: format!("expected {expected}, found {}", node.describe()),
+    }
 }
 
 impl<'de> de::Deserializer<'de> for &'de Node {
@@ -382,7 +472,10 @@ impl<'de> de::Deserializer<'de> for &'de Node {
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         let r = match &self.kind {
             NodeKind::Scalar { .. } if self.is_null() => visitor.visit_unit(),
-            NodeKind::Scalar { value, style: ScalarStyle::Plain } => {
+            NodeKind::Scalar {
+                value,
+                style: ScalarStyle::Plain,
+            } => {
                 if let Ok(i) = value.parse::<i64>() {
                     visitor.visit_i64(i)
                 } else if let Ok(f) = value.parse::<f64>() {
@@ -395,7 +488,10 @@ impl<'de> de::Deserializer<'de> for &'de Node {
             }
             NodeKind::Scalar { value, .. } => visitor.visit_str(value),
             NodeKind::Seq(items) => visitor.visit_seq(Seq { iter: items.iter() }),
-            NodeKind::Map(entries) => visitor.visit_map(Map { iter: entries.iter(), value: None }),
+            NodeKind::Map(entries) => visitor.visit_map(Map {
+                iter: entries.iter(),
+                value: None,
+            }),
         };
         at(self, r)
     }
@@ -416,7 +512,11 @@ impl<'de> de::Deserializer<'de> for &'de Node {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
-        if self.is_null() { at(self, visitor.visit_none()) } else { at(self, visitor.visit_some(self)) }
+        if self.is_null() {
+            at(self, visitor.visit_none())
+        } else {
+            at(self, visitor.visit_some(self))
+        }
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
@@ -428,7 +528,13 @@ impl<'de> de::Deserializer<'de> for &'de Node {
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.kind {
-            NodeKind::Map(entries) => at(self, visitor.visit_map(Map { iter: entries.iter(), value: None })),
+            NodeKind::Map(entries) => at(
+                self,
+                visitor.visit_map(Map {
+                    iter: entries.iter(),
+                    value: None,
+                }),
+            ),
             _ => Err(type_error(self, "a mapping of `key: value` lines")),
         }
     }
@@ -471,7 +577,9 @@ impl<'de> de::Deserializer<'de> for &'de Node {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         match &self.kind {
-            NodeKind::Scalar { value, .. } => at(self, visitor.visit_enum(value.as_str().into_deserializer())),
+            NodeKind::Scalar { value, .. } => {
+                at(self, visitor.visit_enum(value.as_str().into_deserializer()))
+            }
             _ => Err(type_error(self, "one of the allowed names")),
         }
     }
@@ -489,7 +597,10 @@ struct Seq<'de> {
 impl<'de> SeqAccess<'de> for Seq<'de> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
             Some(node) => at(node, seed.deserialize(node)).map(Some),
             None => Ok(None),
@@ -505,7 +616,10 @@ struct Map<'de> {
 impl<'de> MapAccess<'de> for Map<'de> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
@@ -516,7 +630,10 @@ impl<'de> MapAccess<'de> for Map<'de> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let node = self.value.take().ok_or_else(|| de::Error::custom("value requested before key"))?;
+        let node = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("value requested before key"))?;
         at(node, seed.deserialize(node))
     }
 }
@@ -542,7 +659,10 @@ mod tests {
 
     #[test]
     fn reads_a_minimal_document() {
-        let d = load("intent: card_arrival\nexamples:\n  - When will my card arrive?\n  - 'yes'\n  - no\n").unwrap();
+        let d = load(
+            "intent: card_arrival\nexamples:\n  - When will my card arrive?\n  - 'yes'\n  - no\n",
+        )
+        .unwrap();
         assert_eq!(d.intent, "card_arrival");
         assert_eq!(d.examples, ["When will my card arrive?", "yes", "no"]);
         assert_eq!(d.description, None);
@@ -552,14 +672,23 @@ mod tests {
     fn unknown_key_points_at_the_key_and_suggests() {
         let e = load("intent: a\nexmples:\n  - x\n").unwrap_err();
         assert_eq!(e.pos, Pos { line: 2, col: 1 });
-        assert!(e.message.contains("unknown key `exmples` (did you mean `examples`?)"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("unknown key `exmples` (did you mean `examples`?)"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
     fn type_errors_point_at_the_value() {
         let e = load("intent: a\nexamples:\n  - x\n  - [1, 2]\n").unwrap_err();
         assert_eq!(e.pos, Pos { line: 4, col: 5 });
-        assert!(e.message.contains("expected a text value, found a list"), "{}", e.message);
+        assert!(
+            e.message.contains("expected a text value, found a list"),
+            "{}",
+            e.message
+        );
         let e = load("intent: a\nexamples: hello\n").unwrap_err();
         assert_eq!(e.pos, Pos { line: 2, col: 11 });
         assert!(e.message.contains("expected a list"));
@@ -576,28 +705,66 @@ mod tests {
     fn duplicate_keys_are_errors() {
         let e = parse("intent: a\nintent: b\n", &Limits::default()).unwrap_err();
         assert_eq!(e.pos, Pos { line: 2, col: 1 });
-        assert!(e.message.contains("duplicate key `intent` (first defined at 1:1)"));
+        assert!(
+            e.message
+                .contains("duplicate key `intent` (first defined at 1:1)")
+        );
     }
 
     #[test]
     fn anchors_aliases_tags_and_multiple_documents_are_refused() {
         let bomb = "a: &a [x, x]\nb: &b [*a, *a]\nc: [*b, *b]\n";
-        assert!(parse(bomb, &Limits::default()).unwrap_err().message.contains("anchors"));
+        assert!(
+            parse(bomb, &Limits::default())
+                .unwrap_err()
+                .message
+                .contains("anchors")
+        );
         assert!(parse("a: *x\n", &Limits::default()).is_err());
-        assert!(parse("a: !custom x\n", &Limits::default()).unwrap_err().message.contains("tags"));
-        assert!(parse("a: 1\n---\nb: 2\n", &Limits::default()).unwrap_err().message.contains("more than one"));
+        assert!(
+            parse("a: !custom x\n", &Limits::default())
+                .unwrap_err()
+                .message
+                .contains("tags")
+        );
+        assert!(
+            parse("a: 1\n---\nb: 2\n", &Limits::default())
+                .unwrap_err()
+                .message
+                .contains("more than one")
+        );
     }
 
     #[test]
     fn deep_nesting_and_size_are_capped() {
         let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
         let e = parse(&deep, &Limits::default()).unwrap_err();
-        assert!(e.message.contains("nesting deeper than 32"), "{}", e.message);
+        assert!(
+            e.message.contains("nesting deeper than 32"),
+            "{}",
+            e.message
+        );
         let many = "- x\n".repeat(50);
-        let small = Limits { max_nodes: 10, ..Limits::default() };
-        assert!(parse(&many, &small).unwrap_err().message.contains("more than 10 values"));
-        let tiny = Limits { max_bytes: 8, ..Limits::default() };
-        assert!(parse("intent: abcdef\n", &tiny).unwrap_err().message.contains("larger than 8 bytes"));
+        let small = Limits {
+            max_nodes: 10,
+            ..Limits::default()
+        };
+        assert!(
+            parse(&many, &small)
+                .unwrap_err()
+                .message
+                .contains("more than 10 values")
+        );
+        let tiny = Limits {
+            max_bytes: 8,
+            ..Limits::default()
+        };
+        assert!(
+            parse("intent: abcdef\n", &tiny)
+                .unwrap_err()
+                .message
+                .contains("larger than 8 bytes")
+        );
     }
 
     #[test]
@@ -613,7 +780,10 @@ mod tests {
     #[test]
     fn empty_documents_are_none() {
         assert_eq!(parse("", &Limits::default()).unwrap(), None);
-        assert_eq!(parse("# only a comment\n", &Limits::default()).unwrap(), None);
+        assert_eq!(
+            parse("# only a comment\n", &Limits::default()).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -629,7 +799,10 @@ mod tests {
 
     #[test]
     fn closest_suggests_near_misses_only() {
-        assert_eq!(closest("exmples", &["intent", "examples"]), Some("examples"));
+        assert_eq!(
+            closest("exmples", &["intent", "examples"]),
+            Some("examples")
+        );
         assert_eq!(closest("zzzzzz", &["intent", "examples"]), None);
     }
 }

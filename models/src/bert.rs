@@ -46,14 +46,19 @@ impl BertConfig {
     /// Checks the invariants the forward pass relies on.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if let Some(t) = &self.model_type
-            && !matches!(t.as_str(), "bert" | "roberta" | "xlm-roberta" | "distilbert")
+            && !matches!(
+                t.as_str(),
+                "bert" | "roberta" | "xlm-roberta" | "distilbert"
+            )
         {
             return Err(format!("model_type `{t}` is not a BERT-family encoder"));
         }
         if self.hidden_size == 0 || self.num_attention_heads == 0 || self.num_hidden_layers == 0 {
-            return Err("hidden_size, num_attention_heads and num_hidden_layers must be > 0".into());
+            return Err(
+                "hidden_size, num_attention_heads and num_hidden_layers must be > 0".into(),
+            );
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -93,7 +98,11 @@ impl LayerNorm {
             (Ok(w), Ok(b)) => (w, b),
             _ => (vb.get(size, "gamma")?, vb.get(size, "beta")?),
         };
-        Ok(Self { weight, bias, eps: eps as f32 })
+        Ok(Self {
+            weight,
+            bias,
+            eps: eps as f32,
+        })
     }
 
     fn forward(&self, xs: &Tensor, kind: NormKind) -> Result<Tensor> {
@@ -124,7 +133,11 @@ impl Embeddings {
                 h,
                 vb.pp("position_embeddings"),
             )?,
-            token_type: candle_nn::embedding(cfg.type_vocab_size, h, vb.pp("token_type_embeddings"))?,
+            token_type: candle_nn::embedding(
+                cfg.type_vocab_size,
+                h,
+                vb.pp("token_type_embeddings"),
+            )?,
             norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
         })
     }
@@ -244,7 +257,9 @@ impl Bert {
     fn layer_forward(&self, l: &Layer, x: &Tensor, bias: &Tensor) -> Result<Tensor> {
         let (b, t, h) = x.dims3()?;
         let split = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, t, self.heads, self.head_dim))?.transpose(1, 2)?.contiguous()
+            y.reshape((b, t, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split(l.query.forward(x)?)?;
         let k = split(l.key.forward(x)?)?;
@@ -256,14 +271,17 @@ impl Bert {
             NormKind::Differentiable => candle_nn::ops::softmax(&scores, D::Minus1)?,
         };
         let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
-        let attn = l.attn_norm.forward(&(l.attn_out.forward(&ctx)? + x)?, self.norm)?;
+        let attn = l
+            .attn_norm
+            .forward(&(l.attn_out.forward(&ctx)? + x)?, self.norm)?;
         let inter = l.intermediate.forward(&attn)?;
         let inter = match self.act.as_str() {
             "relu" => inter.relu()?,
             "gelu_new" => inter.gelu()?,
             _ => inter.gelu_erf()?,
         };
-        l.out_norm.forward(&(l.output.forward(&inter)? + attn)?, self.norm)
+        l.out_norm
+            .forward(&(l.output.forward(&inter)? + attn)?, self.norm)
     }
 }
 
@@ -277,6 +295,10 @@ pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
 
 /// Scales each row to unit L2 norm.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::MAX)?;
     x.broadcast_div(&norm)
 }

@@ -39,7 +39,11 @@ impl FeatureCache {
         std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
         let layers: Vec<String> = pooling.layers.iter().map(ToString::to_string).collect();
         let path = dir.join(format!("features-{}-l{}.bin", base.id(), layers.join("_")));
-        let mut cache = Self { path, dim, entries: HashMap::new() };
+        let mut cache = Self {
+            path,
+            dim,
+            entries: HashMap::new(),
+        };
         cache.reload()?;
         Ok(cache)
     }
@@ -61,10 +65,13 @@ impl FeatureCache {
     }
 
     fn reload(&mut self) -> Result<()> {
-        let Ok(mut file) = File::open(&self.path) else { return Ok(()) };
+        let Ok(mut file) = File::open(&self.path) else {
+            return Ok(());
+        };
         file.lock_shared().map_err(ModelError::io(&self.path))?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(ModelError::io(&self.path))?;
+        file.read_to_end(&mut bytes)
+            .map_err(ModelError::io(&self.path))?;
         let _ = file.unlock();
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             // Not ours or from another format: start over rather than fail training.
@@ -111,12 +118,16 @@ impl FeatureCache {
             .open(&self.path)
             .map_err(ModelError::io(&self.path))?;
         file.lock().map_err(ModelError::io(&self.path))?;
-        let mut len = file.seek(SeekFrom::End(0)).map_err(ModelError::io(&self.path))?;
+        let mut len = file
+            .seek(SeekFrom::End(0))
+            .map_err(ModelError::io(&self.path))?;
         let record = 32 + 4 * self.dim as u64;
         if len >= 12 {
             let mut header = [0u8; 12];
-            file.seek(SeekFrom::Start(0)).map_err(ModelError::io(&self.path))?;
-            file.read_exact(&mut header).map_err(ModelError::io(&self.path))?;
+            file.seek(SeekFrom::Start(0))
+                .map_err(ModelError::io(&self.path))?;
+            file.read_exact(&mut header)
+                .map_err(ModelError::io(&self.path))?;
             if &header[..8] != MAGIC || header[8..] != (self.dim as u32).to_le_bytes() {
                 len = 0; // another format or width: start the file over
             }
@@ -128,7 +139,8 @@ impl FeatureCache {
             out.extend_from_slice(&(self.dim as u32).to_le_bytes());
         } else if (len - 12) % record != 0 {
             // A torn record from an interrupted writer: cut it off first.
-            file.set_len(len - (len - 12) % record).map_err(ModelError::io(&self.path))?;
+            file.set_len(len - (len - 12) % record)
+                .map_err(ModelError::io(&self.path))?;
         }
         out.extend_from_slice(&buf);
         file.write_all(&out).map_err(ModelError::io(&self.path))?;
@@ -143,7 +155,11 @@ mod tests {
     use super::*;
 
     fn hashes() -> BaseModelHashes {
-        BaseModelHashes { config: "c".into(), tokenizer: "t".into(), weights: "w".into() }
+        BaseModelHashes {
+            config: "c".into(),
+            tokenizer: "t".into(),
+            weights: "w".into(),
+        }
     }
 
     #[test]
@@ -152,7 +168,11 @@ mod tests {
         let pooling = Pooling { layers: vec![0, 6] };
         let mut c = FeatureCache::open(dir.path(), &hashes(), &pooling, 3).unwrap();
         assert!(c.is_empty());
-        c.insert_all(vec![(text_key("a"), vec![1.0, 2.0, 3.0]), (text_key("b"), vec![4.0, 5.0, 6.0])]).unwrap();
+        c.insert_all(vec![
+            (text_key("a"), vec![1.0, 2.0, 3.0]),
+            (text_key("b"), vec![4.0, 5.0, 6.0]),
+        ])
+        .unwrap();
         // A torn record at the end, as after a crash mid-append.
         let mut f = OpenOptions::new().append(true).open(c.path()).unwrap();
         f.write_all(&[7u8; 20]).unwrap();
@@ -172,8 +192,19 @@ mod tests {
         let pooling = Pooling { layers: vec![6] };
         let mut c = FeatureCache::open(dir.path(), &hashes(), &pooling, 2).unwrap();
         c.insert_all(vec![(text_key("a"), vec![1.0, 2.0])]).unwrap();
-        let other = BaseModelHashes { weights: "other".into(), ..hashes() };
-        assert!(FeatureCache::open(dir.path(), &other, &pooling, 2).unwrap().is_empty());
-        assert!(FeatureCache::open(dir.path(), &hashes(), &Pooling { layers: vec![0, 6] }, 2).unwrap().is_empty());
+        let other = BaseModelHashes {
+            weights: "other".into(),
+            ..hashes()
+        };
+        assert!(
+            FeatureCache::open(dir.path(), &other, &pooling, 2)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            FeatureCache::open(dir.path(), &hashes(), &Pooling { layers: vec![0, 6] }, 2)
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -4,7 +4,10 @@
 /// Softmax of one row of logits divided by `t`.
 pub fn softmax(logits: &[f32], t: f64) -> Vec<f64> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let exps: Vec<f64> = logits.iter().map(|&l| ((l as f64 - max) / t).exp()).collect();
+    let exps: Vec<f64> = logits
+        .iter()
+        .map(|&l| ((l as f64 - max) / t).exp())
+        .collect();
     let sum: f64 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
 }
@@ -16,7 +19,11 @@ pub fn nll(logits: &[Vec<f32>], labels: &[usize], t: f64) -> f64 {
         .zip(labels)
         .map(|(row, &y)| {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = row.iter().map(|&l| ((l as f64 - max) / t).exp()).sum::<f64>().ln();
+            let lse = row
+                .iter()
+                .map(|&l| ((l as f64 - max) / t).exp())
+                .sum::<f64>()
+                .ln();
             lse - (row[y] as f64 - max) / t
         })
         .sum();
@@ -77,22 +84,50 @@ pub struct ThresholdChoice {
 /// `in_scope_accuracy + oos_weight * oos_recall`; ties go to the lower
 /// threshold (fewer rejections). Without out-of-scope rows it rejects at most
 /// `fallback_reject` of the in-scope rows instead.
-pub fn choose_threshold(rows: &[ScoredRow], oos_weight: f64, fallback_reject: f64) -> ThresholdChoice {
+pub fn choose_threshold(
+    rows: &[ScoredRow],
+    oos_weight: f64,
+    fallback_reject: f64,
+) -> ThresholdChoice {
     let n_in = rows.iter().filter(|r| r.in_scope).count();
     let n_oos = rows.len() - n_in;
     let mut sorted: Vec<ScoredRow> = rows.to_vec();
     sorted.sort_by(|a, b| a.score.total_cmp(&b.score));
-    let rate = |num: usize, den: usize| if den == 0 { 0.0 } else { num as f64 / den as f64 };
-    let accuracy_all = rate(rows.iter().filter(|r| r.in_scope && r.correct).count(), n_in);
+    let rate = |num: usize, den: usize| {
+        if den == 0 {
+            0.0
+        } else {
+            num as f64 / den as f64
+        }
+    };
+    let accuracy_all = rate(
+        rows.iter().filter(|r| r.in_scope && r.correct).count(),
+        n_in,
+    );
     if sorted.is_empty() {
-        return ThresholdChoice { threshold: f32::NEG_INFINITY, in_scope_accuracy: 0.0, oos_recall: 0.0 };
+        return ThresholdChoice {
+            threshold: f32::NEG_INFINITY,
+            in_scope_accuracy: 0.0,
+            oos_recall: 0.0,
+        };
     }
     if n_oos == 0 {
         // Reject the lowest-scoring `fallback_reject` share of in-scope rows.
         let k = ((n_in as f64) * fallback_reject).floor() as usize;
-        let threshold = if k == 0 { f32::NEG_INFINITY } else { sorted[k.min(sorted.len() - 1)].score };
-        let kept_correct = sorted.iter().filter(|r| r.score >= threshold && r.correct).count();
-        return ThresholdChoice { threshold, in_scope_accuracy: rate(kept_correct, n_in), oos_recall: 0.0 };
+        let threshold = if k == 0 {
+            f32::NEG_INFINITY
+        } else {
+            sorted[k.min(sorted.len() - 1)].score
+        };
+        let kept_correct = sorted
+            .iter()
+            .filter(|r| r.score >= threshold && r.correct)
+            .count();
+        return ThresholdChoice {
+            threshold,
+            in_scope_accuracy: rate(kept_correct, n_in),
+            oos_recall: 0.0,
+        };
     }
     // Candidate thresholds: below everything, then just above each distinct score.
     let mut best = ThresholdChoice {
@@ -115,13 +150,24 @@ pub fn choose_threshold(rows: &[ScoredRow], oos_weight: f64, fallback_reject: f6
             i += 1;
         }
         // Threshold between s and the next score: everything up to s is rejected.
-        let threshold = if i < sorted.len() { midpoint(s, sorted[i].score) } else { next_up(s) };
-        let in_acc = rate(rows.iter().filter(|r| r.in_scope && r.correct).count() - rejected_correct, n_in);
+        let threshold = if i < sorted.len() {
+            midpoint(s, sorted[i].score)
+        } else {
+            next_up(s)
+        };
+        let in_acc = rate(
+            rows.iter().filter(|r| r.in_scope && r.correct).count() - rejected_correct,
+            n_in,
+        );
         let recall = rate(rejected_oos, n_oos);
         let obj = in_acc + oos_weight * recall;
         if obj > best_obj + 1e-12 {
             best_obj = obj;
-            best = ThresholdChoice { threshold, in_scope_accuracy: in_acc, oos_recall: recall };
+            best = ThresholdChoice {
+                threshold,
+                in_scope_accuracy: in_acc,
+                oos_recall: recall,
+            };
         }
     }
     best
@@ -132,7 +178,11 @@ fn midpoint(a: f32, b: f32) -> f32 {
 }
 
 fn next_up(x: f32) -> f32 {
-    if x.is_finite() { x + x.abs().max(1.0) * 1e-6 } else { x }
+    if x.is_finite() {
+        x + x.abs().max(1.0) * 1e-6
+    } else {
+        x
+    }
 }
 
 #[cfg(test)]
@@ -150,7 +200,13 @@ mod tests {
             let p = softmax(&row, 2.0);
             let u = f64::from(rng.next_f32());
             let mut acc = 0.0;
-            let y = p.iter().position(|&pi| { acc += pi; u < acc }).unwrap_or(3);
+            let y = p
+                .iter()
+                .position(|&pi| {
+                    acc += pi;
+                    u < acc
+                })
+                .unwrap_or(3);
             logits.push(row);
             labels.push(y);
         }
@@ -163,8 +219,16 @@ mod tests {
     fn threshold_separates_clean_scores() {
         let mut rows = Vec::new();
         for i in 0..10 {
-            rows.push(ScoredRow { score: 1.0 + i as f32 * 0.1, in_scope: true, correct: true });
-            rows.push(ScoredRow { score: -1.0 - i as f32 * 0.1, in_scope: false, correct: false });
+            rows.push(ScoredRow {
+                score: 1.0 + i as f32 * 0.1,
+                in_scope: true,
+                correct: true,
+            });
+            rows.push(ScoredRow {
+                score: -1.0 - i as f32 * 0.1,
+                in_scope: false,
+                correct: false,
+            });
         }
         let c = choose_threshold(&rows, 0.5, 0.02);
         assert!(c.threshold > -1.0 && c.threshold < 1.0, "{c:?}");
@@ -175,10 +239,26 @@ mod tests {
     fn weight_trades_accuracy_for_recall() {
         // One OOS row scores above one correct in-scope row.
         let rows = [
-            ScoredRow { score: 0.0, in_scope: true, correct: true },
-            ScoredRow { score: 0.5, in_scope: false, correct: false },
-            ScoredRow { score: 1.0, in_scope: true, correct: true },
-            ScoredRow { score: 2.0, in_scope: true, correct: true },
+            ScoredRow {
+                score: 0.0,
+                in_scope: true,
+                correct: true,
+            },
+            ScoredRow {
+                score: 0.5,
+                in_scope: false,
+                correct: false,
+            },
+            ScoredRow {
+                score: 1.0,
+                in_scope: true,
+                correct: true,
+            },
+            ScoredRow {
+                score: 2.0,
+                in_scope: true,
+                correct: true,
+            },
         ];
         // Catching the OOS row costs 1/3 accuracy: worth it only if recall weighs more.
         assert_eq!(choose_threshold(&rows, 0.3, 0.0).oos_recall, 0.0);
@@ -189,8 +269,13 @@ mod tests {
 
     #[test]
     fn without_oos_rows_a_small_share_is_rejected() {
-        let rows: Vec<ScoredRow> =
-            (0..100).map(|i| ScoredRow { score: i as f32, in_scope: true, correct: true }).collect();
+        let rows: Vec<ScoredRow> = (0..100)
+            .map(|i| ScoredRow {
+                score: i as f32,
+                in_scope: true,
+                correct: true,
+            })
+            .collect();
         let c = choose_threshold(&rows, 0.5, 0.02);
         assert_eq!(c.threshold, 2.0);
         assert!((c.in_scope_accuracy - 0.98).abs() < 1e-9);

@@ -31,7 +31,10 @@ impl Stat {
         let n = values.len().max(1) as f32;
         let mean = values.iter().sum::<f32>() / n;
         let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-        Self { mean, std: var.sqrt().max(1e-6) }
+        Self {
+            mean,
+            std: var.sqrt().max(1e-6),
+        }
     }
 
     pub fn z(&self, v: f32) -> f32 {
@@ -111,10 +114,16 @@ impl IntentModel {
     }
 
     /// Calibrated class probabilities and detector signals for `[batch, dim]` features.
-    pub fn signals(&self, features: &Tensor) -> candle_core::Result<(Vec<Vec<f32>>, Vec<OosSignals>)> {
+    pub fn signals(
+        &self,
+        features: &Tensor,
+    ) -> candle_core::Result<(Vec<Vec<f32>>, Vec<OosSignals>)> {
         let logits = (self.head.logits(features)? / self.temperature)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-        let knn = features.matmul(&self.memory.t()?)?.max(D::Minus1)?.to_vec1::<f32>()?;
+        let knn = features
+            .matmul(&self.memory.t()?)?
+            .max(D::Minus1)?
+            .to_vec1::<f32>()?;
         let n_in = self.intents();
         let signals = probs
             .iter()
@@ -131,7 +140,11 @@ impl IntentModel {
     /// Predictions for `[batch, dim]` features, with the top `top_k` intents ranked.
     pub fn predict(&self, features: &Tensor, top_k: usize) -> candle_core::Result<Vec<Prediction>> {
         let (probs, signals) = self.signals(features)?;
-        Ok(probs.iter().zip(&signals).map(|(p, s)| self.decide(p, s, top_k)).collect())
+        Ok(probs
+            .iter()
+            .zip(&signals)
+            .map(|(p, s)| self.decide(p, s, top_k))
+            .collect())
     }
 
     /// The decision for one row of calibrated probabilities.
@@ -142,16 +155,27 @@ impl IntentModel {
         let ranking: Vec<IntentScore> = order
             .iter()
             .take(top_k.max(1))
-            .map(|&i| IntentScore { name: self.labels[i].clone(), confidence: probs[i] })
+            .map(|&i| IntentScore {
+                name: self.labels[i].clone(),
+                confidence: probs[i],
+            })
             .collect();
         let oos_score = self.oos.score(signals);
         let out_of_scope = oos_score < self.oos.threshold;
         let intent = if out_of_scope {
-            IntentScore { name: OUT_OF_SCOPE.to_owned(), confidence: 1.0 - signals.msp }
+            IntentScore {
+                name: OUT_OF_SCOPE.to_owned(),
+                confidence: 1.0 - signals.msp,
+            }
         } else {
             ranking[0].clone()
         };
-        Prediction { intent, ranking, out_of_scope, oos_score }
+        Prediction {
+            intent,
+            ranking,
+            out_of_scope,
+            oos_score,
+        }
     }
 }
 
@@ -172,17 +196,33 @@ mod tests {
     #[test]
     fn score_rises_with_similarity_and_confidence_and_falls_with_poos() {
         let c = OosCalibration {
-            knn: Stat { mean: 0.6, std: 0.1 },
-            msp: Stat { mean: 0.8, std: 0.1 },
-            poos: Some(Stat { mean: 0.05, std: 0.05 }),
+            knn: Stat {
+                mean: 0.6,
+                std: 0.1,
+            },
+            msp: Stat {
+                mean: 0.8,
+                std: 0.1,
+            },
+            poos: Some(Stat {
+                mean: 0.05,
+                std: 0.05,
+            }),
             threshold: -1.0,
         };
-        let base = OosSignals { knn: 0.6, msp: 0.8, poos: 0.05 };
+        let base = OosSignals {
+            knn: 0.6,
+            msp: 0.8,
+            poos: 0.05,
+        };
         let s0 = c.score(&base);
         assert!(c.score(&OosSignals { knn: 0.7, ..base }) > s0);
         assert!(c.score(&OosSignals { msp: 0.9, ..base }) > s0);
         assert!(c.score(&OosSignals { poos: 0.5, ..base }) < s0);
         let no_poos = OosCalibration { poos: None, ..c };
-        assert_eq!(no_poos.score(&OosSignals { poos: 0.9, ..base }), no_poos.score(&base));
+        assert_eq!(
+            no_poos.score(&OosSignals { poos: 0.9, ..base }),
+            no_poos.score(&base)
+        );
     }
 }

@@ -30,7 +30,9 @@ pub struct Pooling {
 impl Pooling {
     /// The sentence-transformers embedding: mean of the last layer, normalised.
     pub fn last(num_layers: usize) -> Self {
-        Self { layers: vec![num_layers] }
+        Self {
+            layers: vec![num_layers],
+        }
     }
 
     pub fn dim(&self, hidden: usize) -> usize {
@@ -80,7 +82,10 @@ impl Encoder {
         let (bytes, hashes) = base.read_weights()?;
         let weights_path = base.weights_path();
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| {
-            ModelError::invalid(&weights_path, format!("not a readable safetensors file ({e})"))
+            ModelError::invalid(
+                &weights_path,
+                format!("not a readable safetensors file ({e})"),
+            )
         })?;
         let bert = Bert::load(vb, &base.config, norm).map_err(|e| {
             ModelError::invalid(
@@ -88,7 +93,13 @@ impl Encoder {
                 format!("weights do not match config.json ({e}); is this a BERT-family model?"),
             )
         })?;
-        Ok(Self { bert, tokenizer, device: device.clone(), hidden: base.config.hidden_size, hashes })
+        Ok(Self {
+            bert,
+            tokenizer,
+            device: device.clone(),
+            hidden: base.config.hidden_size,
+            hashes,
+        })
     }
 
     pub fn hashes(&self) -> &BaseModelHashes {
@@ -116,7 +127,10 @@ impl Encoder {
             .tokenizer
             .encode(text, true)
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(Tokens { ids: enc.get_ids().to_vec(), type_ids: enc.get_type_ids().to_vec() })
+        Ok(Tokens {
+            ids: enc.get_ids().to_vec(),
+            type_ids: enc.get_type_ids().to_vec(),
+        })
     }
 
     /// Features for many texts, in input order. Batches are formed by length
@@ -128,7 +142,10 @@ impl Encoder {
         token_budget: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<Vec<f32>>> {
-        let tokens = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
+        let tokens = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<Vec<_>>>()?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| tokens[i].len());
         let mut out = vec![Vec::new(); texts.len()];
@@ -136,7 +153,8 @@ impl Encoder {
         while start < order.len() {
             // Sorted ascending, so the last member of a batch is its longest.
             let mut end = start + 1;
-            while end < order.len() && tokens[order[end]].len() * (end + 1 - start) <= token_budget {
+            while end < order.len() && tokens[order[end]].len() * (end + 1 - start) <= token_budget
+            {
                 end += 1;
             }
             let batch: Vec<&Tokens> = order[start..end].iter().map(|&i| &tokens[i]).collect();
@@ -153,7 +171,9 @@ impl Encoder {
     /// Features for one padded batch.
     pub fn embed_tokens(&self, batch: &[&Tokens], pooling: &Pooling) -> Result<Vec<Vec<f32>>> {
         let (ids, type_ids, mask) = pad_batch(batch, &self.device)?;
-        let states = self.bert.forward_layers(&ids, &type_ids, &mask, pooling.deepest())?;
+        let states = self
+            .bert
+            .forward_layers(&ids, &type_ids, &mask, pooling.deepest())?;
         let feats = pool_states(&states, &mask, pooling)?;
         Ok(feats.to_vec2::<f32>()?)
     }
@@ -162,7 +182,11 @@ impl Encoder {
 /// Applies a [`Pooling`] to the hidden states returned by [`Bert::forward_layers`]:
 /// each layer's mean is normalised, the parts concatenated and scaled so the
 /// whole vector has unit length (dot products are cosine similarities).
-pub fn pool_states(states: &[Tensor], mask: &Tensor, pooling: &Pooling) -> candle_core::Result<Tensor> {
+pub fn pool_states(
+    states: &[Tensor],
+    mask: &Tensor,
+    pooling: &Pooling,
+) -> candle_core::Result<Tensor> {
     let parts = pooling
         .layers
         .iter()
@@ -172,7 +196,10 @@ pub fn pool_states(states: &[Tensor], mask: &Tensor, pooling: &Pooling) -> candl
 }
 
 /// Pads a batch to its longest member: `(ids, type_ids, mask)`, each `[batch, tokens]`.
-pub fn pad_batch(batch: &[&Tokens], device: &Device) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+pub fn pad_batch(
+    batch: &[&Tokens],
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
     let t = batch.iter().map(|b| b.len()).max().unwrap_or(0).max(1);
     let mut ids = vec![0u32; batch.len() * t];
     let mut types = vec![0u32; batch.len() * t];
@@ -197,7 +224,10 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     let mut tok = Tokenizer::from_file(path)
         .map_err(|e| ModelError::invalid(path, format!("not a tokenizers JSON file ({e})")))?;
     tok.with_padding(None);
-    tok.with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
-        .map_err(|e| ModelError::invalid(path, format!("cannot set truncation ({e})")))?;
+    tok.with_truncation(Some(TruncationParams {
+        max_length: MAX_TOKENS,
+        ..Default::default()
+    }))
+    .map_err(|e| ModelError::invalid(path, format!("cannot set truncation ({e})")))?;
     Ok(tok)
 }

@@ -72,7 +72,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Request").field("chars", &self.text.len()).finish()
+        f.debug_struct("Request")
+            .field("chars", &self.text.len())
+            .finish()
     }
 }
 
@@ -83,8 +85,15 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("bankbot-nlu".into())
             .spawn(move || worker(&encoder, &model, &rx, &config))
-            .map_err(|e| ModelError::Io { path: "<engine thread>".into(), source: e })?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), capacity: config.queue_capacity })
+            .map_err(|e| ModelError::Io {
+                path: "<engine thread>".into(),
+                source: e,
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+            capacity: config.queue_capacity,
+        })
     }
 
     /// Queues a text; the receiver yields the prediction.
@@ -93,23 +102,33 @@ impl Engine {
             return Err(ModelError::EmptyText);
         }
         let (reply, rx) = oneshot::channel();
-        let req = Request { text: text.to_owned(), submitted: Instant::now(), reply };
+        let req = Request {
+            text: text.to_owned(),
+            submitted: Instant::now(),
+            reply,
+        };
         let tx = self.tx.as_ref().ok_or(ModelError::EngineStopped)?;
         match tx.try_send(req) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ModelError::Overloaded { capacity: self.capacity }),
+            Err(TrySendError::Full(_)) => Err(ModelError::Overloaded {
+                capacity: self.capacity,
+            }),
             Err(TrySendError::Disconnected(_)) => Err(ModelError::EngineStopped),
         }
     }
 
     /// Classifies one text, blocking the calling thread (not for async code).
     pub fn classify_blocking(&self, text: &str) -> Result<Classified> {
-        self.submit(text)?.blocking_recv().map_err(|_| ModelError::EngineStopped)?
+        self.submit(text)?
+            .blocking_recv()
+            .map_err(|_| ModelError::EngineStopped)?
     }
 
     /// Classifies one text from async code.
     pub async fn classify(&self, text: &str) -> Result<Classified> {
-        self.submit(text)?.await.map_err(|_| ModelError::EngineStopped)?
+        self.submit(text)?
+            .await
+            .map_err(|_| ModelError::EngineStopped)?
     }
 }
 
@@ -174,13 +193,17 @@ fn run_round(encoder: &Encoder, model: &IntentModel, round: Vec<Request>, cfg: &
         let batch: Vec<&Tokens> = chunk.iter().map(|(_, t)| t).collect();
         let result = encoder
             .embed_tokens(&batch, &model.pooling)
-            .and_then(|f| head::stack(&f, encoder.device()))
+            .and_then(|f| head::stack(&f, &candle_core::Device::Cpu))
             .and_then(|x| model.predict(&x, cfg.top_k).map_err(ModelError::from));
         match result {
             Ok(preds) => {
                 for ((req, _), prediction) in chunk.into_iter().zip(preds) {
                     let queued = started.saturating_duration_since(req.submitted);
-                    let _ = req.reply.send(Ok(Classified { prediction, queued, batch_size: size }));
+                    let _ = req.reply.send(Ok(Classified {
+                        prediction,
+                        queued,
+                        batch_size: size,
+                    }));
                 }
             }
             Err(e) => {

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("{}: not found", path.display())]
     MissingFile { path: PathBuf },
@@ -17,13 +20,21 @@ pub enum ModelError {
         "{}: sha256 is {actual}, expected {expected}; the file is corrupt or from another model revision",
         path.display()
     )]
-    HashMismatch { path: PathBuf, expected: String, actual: String },
+    HashMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 
     #[error(
         "trained model {} was built on base model {expected_base} but the configured base model is {actual_base}; \
          retrain with `bankbot train` or point --base-model at the original base model"
     , path.display())]
-    BaseModelMismatch { path: PathBuf, expected_base: String, actual_base: String },
+    BaseModelMismatch {
+        path: PathBuf,
+        expected_base: String,
+        actual_base: String,
+    },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -54,7 +65,10 @@ impl ModelError {
     }
 
     pub(crate) fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Self::InvalidFile { path: path.into(), reason: reason.into() }
+        Self::InvalidFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }
 

@@ -25,7 +25,13 @@ pub struct HeadParams {
 
 impl Default for HeadParams {
     fn default() -> Self {
-        Self { hidden: 0, l2: 1e-4, epochs: 40, batch_size: 64, learning_rate: 0.02 }
+        Self {
+            hidden: 0,
+            l2: 1e-4,
+            epochs: 40,
+            batch_size: 64,
+            learning_rate: 0.02,
+        }
     }
 }
 
@@ -69,16 +75,18 @@ impl Head {
         ) {
             let (_, out) = w.dims2()?;
             if b.dims1()? != out {
-                return Err(ModelError::TrainingData(format!("head layer {}: bias does not match weight", layers.len())));
+                return Err(ModelError::TrainingData(format!(
+                    "head layer {}: bias does not match weight",
+                    layers.len()
+                )));
             }
-            if let Some((prev, _)) = layers.last().map(|(w, _): &(Tensor, Tensor)| (w.dims()[1], ())) {
-                if w.dims()[0] != prev {
-                    return Err(ModelError::TrainingData(format!(
-                        "head layer {}: input {} does not match previous output {prev}",
-                        layers.len(),
-                        w.dims()[0]
-                    )));
-                }
+            let prev_out = layers.last().map(|(w, _): &(Tensor, Tensor)| w.dims()[1]);
+            if let Some(prev) = prev_out.filter(|&p| p != w.dims()[0]) {
+                return Err(ModelError::TrainingData(format!(
+                    "head layer {}: input {} does not match previous output {prev}",
+                    layers.len(),
+                    w.dims()[0]
+                )));
             }
             layers.push((w.to_dtype(DType::F32)?, b.to_dtype(DType::F32)?));
         }
@@ -112,16 +120,25 @@ pub fn train(
 ) -> Result<Head> {
     let (n, dim) = x.dims2()?;
     if n != y.len() || n == 0 {
-        return Err(ModelError::TrainingData(format!("{n} feature rows for {} labels", y.len())));
+        return Err(ModelError::TrainingData(format!(
+            "{n} feature rows for {} labels",
+            y.len()
+        )));
     }
     if let Some(bad) = y.iter().find(|&&c| c as usize >= classes) {
-        return Err(ModelError::TrainingData(format!("label {bad} out of range for {classes} classes")));
+        return Err(ModelError::TrainingData(format!(
+            "label {bad} out of range for {classes} classes"
+        )));
     }
     let device = x.device();
     let mut rng = SplitMix64::new(seed);
     let mut vars = Vec::new();
     let mut layers: Vec<(Var, Var)> = Vec::new();
-    let dims: Vec<usize> = if params.hidden > 0 { vec![dim, params.hidden, classes] } else { vec![dim, classes] };
+    let dims: Vec<usize> = if params.hidden > 0 {
+        vec![dim, params.hidden, classes]
+    } else {
+        vec![dim, classes]
+    };
     for pair in dims.windows(2) {
         let (fan_in, fan_out) = (pair[0], pair[1]);
         // A linear head starts at zero (the problem is convex); a hidden layer
@@ -130,7 +147,9 @@ pub fn train(
             Tensor::zeros((fan_in, fan_out), DType::F32, device)?
         } else {
             let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
-            let vals: Vec<f32> = (0..fan_in * fan_out).map(|_| (rng.next_f32() * 2.0 - 1.0) * bound).collect();
+            let vals: Vec<f32> = (0..fan_in * fan_out)
+                .map(|_| (rng.next_f32() * 2.0 - 1.0) * bound)
+                .collect();
             Tensor::from_vec(vals, (fan_in, fan_out), device)?
         };
         let w = Var::from_tensor(&w)?;
@@ -141,11 +160,17 @@ pub fn train(
     }
     let mut opt = AdamW::new(
         vars,
-        ParamsAdamW { lr: params.learning_rate, weight_decay: 0.0, ..Default::default() },
+        ParamsAdamW {
+            lr: params.learning_rate,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
     )?;
     // Clones of a Var's tensor share its id, so gradients reach the Var.
-    let tracked: Vec<(Tensor, Tensor)> =
-        layers.iter().map(|(w, b)| (w.as_tensor().clone(), b.as_tensor().clone())).collect();
+    let tracked: Vec<(Tensor, Tensor)> = layers
+        .iter()
+        .map(|(w, b)| (w.as_tensor().clone(), b.as_tensor().clone()))
+        .collect();
     let labels = Tensor::from_slice(y, n, device)?;
     let batch = params.batch_size.clamp(1, n);
     let steps_per_epoch = n.div_ceil(batch);
@@ -157,7 +182,8 @@ pub fn train(
         for chunk in order.chunks(batch) {
             // Cosine decay to 5 % of the initial rate over the whole run.
             let progress = step as f64 / total as f64;
-            let lr = params.learning_rate * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
+            let lr = params.learning_rate
+                * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()));
             opt.set_learning_rate(lr);
             let idx = Tensor::from_slice(chunk, chunk.len(), device)?;
             let xb = x.index_select(&idx, 0)?;
@@ -192,7 +218,9 @@ pub fn softmax_rows(logits: &Tensor, temperature: f64) -> candle_core::Result<Ve
 pub fn stack(features: &[Vec<f32>], device: &Device) -> Result<Tensor> {
     let dim = features.first().map_or(0, Vec::len);
     if features.iter().any(|f| f.len() != dim) {
-        return Err(ModelError::TrainingData("feature rows have different lengths".into()));
+        return Err(ModelError::TrainingData(
+            "feature rows have different lengths".into(),
+        ));
     }
     let flat: Vec<f32> = features.iter().flatten().copied().collect();
     Ok(Tensor::from_vec(flat, (features.len(), dim), device)?)
@@ -222,7 +250,13 @@ mod tests {
     }
 
     fn accuracy(head: &Head, x: &Tensor, y: &[u32]) -> f32 {
-        let pred = head.logits(x).unwrap().argmax(1).unwrap().to_vec1::<u32>().unwrap();
+        let pred = head
+            .logits(x)
+            .unwrap()
+            .argmax(1)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
         pred.iter().zip(y).filter(|(a, b)| a == b).count() as f32 / y.len() as f32
     }
 
@@ -230,7 +264,12 @@ mod tests {
     fn linear_and_hidden_heads_learn_separable_data() {
         let (x, y) = toy();
         for hidden in [0, 16] {
-            let p = HeadParams { hidden, epochs: 30, batch_size: 16, ..Default::default() };
+            let p = HeadParams {
+                hidden,
+                epochs: 30,
+                batch_size: 16,
+                ..Default::default()
+            };
             let head = train(&x, &y, 3, &p, 1, |_| {}).unwrap();
             assert_eq!(accuracy(&head, &x, &y), 1.0, "hidden={hidden}");
         }
@@ -239,16 +278,42 @@ mod tests {
     #[test]
     fn training_is_deterministic_for_a_seed() {
         let (x, y) = toy();
-        let p = HeadParams { hidden: 8, epochs: 3, ..Default::default() };
-        let a = train(&x, &y, 3, &p, 9, |_| {}).unwrap().logits(&x).unwrap().to_vec2::<f32>().unwrap();
-        let b = train(&x, &y, 3, &p, 9, |_| {}).unwrap().logits(&x).unwrap().to_vec2::<f32>().unwrap();
+        let p = HeadParams {
+            hidden: 8,
+            epochs: 3,
+            ..Default::default()
+        };
+        let a = train(&x, &y, 3, &p, 9, |_| {})
+            .unwrap()
+            .logits(&x)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let b = train(&x, &y, 3, &p, 9, |_| {})
+            .unwrap()
+            .logits(&x)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(a, b);
     }
 
     #[test]
     fn tensors_round_trip() {
         let (x, y) = toy();
-        let head = train(&x, &y, 3, &HeadParams { hidden: 4, epochs: 2, ..Default::default() }, 1, |_| {}).unwrap();
+        let head = train(
+            &x,
+            &y,
+            3,
+            &HeadParams {
+                hidden: 4,
+                epochs: 2,
+                ..Default::default()
+            },
+            1,
+            |_| {},
+        )
+        .unwrap();
         let back = Head::from_tensors(&head.tensors()).unwrap();
         assert_eq!(
             back.logits(&x).unwrap().to_vec2::<f32>().unwrap(),

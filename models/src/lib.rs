@@ -23,3 +23,13 @@ pub mod rng;
 pub mod train;
 
 pub use error::{ModelError, Result};
+
+/// The device the encoder runs on: CUDA device 0 when built with the `cuda`
+/// feature and one is present, otherwise the CPU. Heads always run on the CPU.
+pub fn candle_device() -> candle_core::Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = candle_core::Device::new_cuda(0) {
+        return d;
+    }
+    candle_core::Device::Cpu
+}

@@ -68,12 +68,20 @@ fn ratio(a: usize, b: usize) -> f64 {
 }
 
 fn f1(p: f64, r: f64) -> f64 {
-    if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+    if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    }
 }
 
 /// Computes every metric; `max_confusions` limits the confusion list and
 /// `examples_per_confusion` the texts kept for each pair.
-pub fn compute(outcomes: &[Outcome<'_>], max_confusions: usize, examples_per_confusion: usize) -> Metrics {
+pub fn compute(
+    outcomes: &[Outcome<'_>],
+    max_confusions: usize,
+    examples_per_confusion: usize,
+) -> Metrics {
     let mut labels: Vec<String> = outcomes
         .iter()
         .flat_map(|o| [o.expected, o.predicted])
@@ -81,7 +89,11 @@ pub fn compute(outcomes: &[Outcome<'_>], max_confusions: usize, examples_per_con
         .collect();
     labels.sort();
     labels.dedup();
-    let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+    let index: BTreeMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
     let n = labels.len();
     let mut matrix = vec![vec![0usize; n]; n];
     let mut pair_examples: BTreeMap<(usize, usize), Vec<String>> = BTreeMap::new();
@@ -106,7 +118,15 @@ pub fn compute(outcomes: &[Outcome<'_>], max_confusions: usize, examples_per_con
         let predicted: usize = (0..n).map(|r| matrix[r][i]).sum();
         let precision = ratio(matrix[i][i], predicted);
         let recall = ratio(matrix[i][i], support);
-        per_intent.insert(label.clone(), ClassMetrics { precision, recall, f1: f1(precision, recall), support });
+        per_intent.insert(
+            label.clone(),
+            ClassMetrics {
+                precision,
+                recall,
+                f1: f1(precision, recall),
+                support,
+            },
+        );
     }
     let macro_f1 = if per_intent.is_empty() {
         0.0
@@ -123,7 +143,11 @@ pub fn compute(outcomes: &[Outcome<'_>], max_confusions: usize, examples_per_con
             examples,
         })
         .collect();
-    confusions.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.expected.cmp(&b.expected)));
+    confusions.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.expected.cmp(&b.expected))
+    });
     confusions.truncate(max_confusions);
 
     let oos = index.get(OUT_OF_SCOPE).and_then(|&o| {
@@ -180,7 +204,12 @@ mod tests {
     use super::*;
 
     fn o<'a>(expected: &'a str, predicted: &'a str, confidence: f32) -> Outcome<'a> {
-        Outcome { text: "t", expected, predicted, confidence }
+        Outcome {
+            text: "t",
+            expected,
+            predicted,
+            confidence,
+        }
     }
 
     #[test]
@@ -209,7 +238,10 @@ mod tests {
         let f1_oos = 2.0 * 0.5 / 1.5;
         assert!((m.macro_f1 - (f1_a + 0.5 + f1_oos) / 3.0).abs() < 1e-12);
         assert_eq!(m.confusions.len(), 2);
-        assert_eq!(m.matrix[m.labels.iter().position(|l| l == "b").unwrap()][0], 1);
+        assert_eq!(
+            m.matrix[m.labels.iter().position(|l| l == "b").unwrap()][0],
+            1
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::artifact::{Artifact, BaseModelRef, Calibration, ModelCard, TrainingDataRef, ValidationSummary};
+use crate::artifact::{
+    Artifact, BaseModelRef, Calibration, ModelCard, TrainingDataRef, ValidationSummary,
+};
 use crate::base::pinned;
 use crate::cache::{FeatureCache, text_key};
 use crate::calibrate::{ScoredRow, choose_threshold, fit_temperature};
@@ -36,7 +38,10 @@ pub struct LabelledText {
 
 impl LabelledText {
     pub fn new(text: impl Into<String>, label: impl Into<String>) -> Self {
-        Self { text: text.into(), label: label.into() }
+        Self {
+            text: text.into(),
+            label: label.into(),
+        }
     }
 
     pub fn is_out_of_scope(&self) -> bool {
@@ -104,8 +109,15 @@ impl Default for TrainConfig {
 /// Progress of a training run, for progress bars.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainEvent {
-    Embedding { done: usize, total: usize },
-    Fitting { step: String, epoch: usize, epochs: usize },
+    Embedding {
+        done: usize,
+        total: usize,
+    },
+    Fitting {
+        step: String,
+        epoch: usize,
+        epochs: usize,
+    },
 }
 
 /// The embedding layer and three evenly spaced layers ending at the last:
@@ -127,8 +139,10 @@ pub fn features(
     mut on_event: impl FnMut(TrainEvent),
 ) -> Result<Vec<Vec<f32>>> {
     let keys: Vec<_> = texts.iter().map(|t| text_key(t)).collect();
-    let mut out: Vec<Option<Vec<f32>>> =
-        keys.iter().map(|k| cache.as_ref().and_then(|c| c.get(k)).map(<[f32]>::to_vec)).collect();
+    let mut out: Vec<Option<Vec<f32>>> = keys
+        .iter()
+        .map(|k| cache.as_ref().and_then(|c| c.get(k)).map(<[f32]>::to_vec))
+        .collect();
     let missing: Vec<usize> = (0..texts.len()).filter(|&i| out[i].is_none()).collect();
     // Deduplicate so repeated texts are encoded once.
     let mut unique: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -159,7 +173,11 @@ pub fn features(
 
 /// Labels in head order: sorted in-scope intents, then `out_of_scope` if any row has it.
 fn label_set(data: &[LabelledText]) -> Vec<String> {
-    let mut intents: Vec<String> = data.iter().filter(|r| !r.is_out_of_scope()).map(|r| r.label.clone()).collect();
+    let mut intents: Vec<String> = data
+        .iter()
+        .filter(|r| !r.is_out_of_scope())
+        .map(|r| r.label.clone())
+        .collect();
     intents.sort();
     intents.dedup();
     if data.iter().any(LabelledText::is_out_of_scope) {
@@ -179,7 +197,11 @@ fn split(data: &[LabelledText], fraction: f64, seed: u64) -> (Vec<usize>, Vec<us
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for (_, mut idx) in by_label {
         rng.shuffle(&mut idx);
-        let k = if idx.len() < 3 { 0 } else { ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1) };
+        let k = if idx.len() < 3 {
+            0
+        } else {
+            ((idx.len() as f64 * fraction).round() as usize).clamp(1, idx.len() - 1)
+        };
         val.extend_from_slice(&idx[..k]);
         train.extend_from_slice(&idx[k..]);
     }
@@ -193,29 +215,57 @@ struct Fitted {
     params: HeadParams,
 }
 
-fn fit(
-    feats: &[Vec<f32>],
-    rows: &[usize],
-    data: &[LabelledText],
-    labels: &[String],
-    params: HeadParams,
+/// What every fit of one training run shares.
+struct FitInputs<'a> {
+    feats: &'a [Vec<f32>],
+    data: &'a [LabelledText],
+    labels: &'a [String],
     seed: u64,
-    base: &crate::base::BaseModelHashes,
-    pooling: &Pooling,
+    base: &'a crate::base::BaseModelHashes,
+    pooling: &'a Pooling,
+}
+
+/// Trains a head on the rows `rows` of the inputs.
+fn fit(
+    inputs: &FitInputs<'_>,
+    rows: &[usize],
+    params: HeadParams,
     step: &str,
     on_event: &mut dyn FnMut(TrainEvent),
 ) -> Result<Fitted> {
+    let FitInputs {
+        feats,
+        data,
+        labels,
+        seed,
+        base,
+        pooling,
+    } = *inputs;
     let device = candle_core::Device::Cpu;
-    let index: BTreeMap<&str, u32> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i as u32)).collect();
+    let index: BTreeMap<&str, u32> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i as u32))
+        .collect();
     let x_rows: Vec<Vec<f32>> = rows.iter().map(|&i| feats[i].clone()).collect();
-    let y: Vec<u32> = rows.iter().map(|&i| index[data[i].label.as_str()]).collect();
+    let y: Vec<u32> = rows
+        .iter()
+        .map(|&i| index[data[i].label.as_str()])
+        .collect();
     let x = head::stack(&x_rows, &device)?;
     let epochs = params.epochs;
     let trained = head::train(&x, &y, labels.len(), &params, seed, |epoch| {
-        on_event(TrainEvent::Fitting { step: step.to_owned(), epoch, epochs });
+        on_event(TrainEvent::Fitting {
+            step: step.to_owned(),
+            epoch,
+            epochs,
+        });
     })?;
-    let memory_rows: Vec<Vec<f32>> =
-        rows.iter().filter(|&&i| !data[i].is_out_of_scope()).map(|&i| feats[i].clone()).collect();
+    let memory_rows: Vec<Vec<f32>> = rows
+        .iter()
+        .filter(|&&i| !data[i].is_out_of_scope())
+        .map(|&i| feats[i].clone())
+        .collect();
     let memory = head::stack(&memory_rows, &device)?;
     let model = IntentModel {
         labels: labels.to_vec(),
@@ -224,8 +274,14 @@ fn fit(
         pooling: pooling.clone(),
         memory,
         oos: OosCalibration {
-            knn: Stat { mean: 0.0, std: 1.0 },
-            msp: Stat { mean: 0.0, std: 1.0 },
+            knn: Stat {
+                mean: 0.0,
+                std: 1.0,
+            },
+            msp: Stat {
+                mean: 0.0,
+                std: 1.0,
+            },
             poos: None,
             threshold: f32::NEG_INFINITY,
         },
@@ -246,8 +302,18 @@ fn score_rows(model: &IntentModel, feats: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>,
 }
 
 /// Calibrates temperature and detector of `model` on labelled rows it was not trained on.
-fn calibrate(model: &mut IntentModel, rows: &[&LabelledText], feats: &[Vec<f32>], cfg: &TrainConfig) -> Result<()> {
-    let index: BTreeMap<&str, usize> = model.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+fn calibrate(
+    model: &mut IntentModel,
+    rows: &[&LabelledText],
+    feats: &[Vec<f32>],
+    cfg: &TrainConfig,
+) -> Result<()> {
+    let index: BTreeMap<&str, usize> = model
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
     let (logits, _) = score_rows(model, feats)?;
     let (t_logits, t_labels): (Vec<Vec<f32>>, Vec<usize>) = logits
         .iter()
@@ -260,8 +326,12 @@ fn calibrate(model: &mut IntentModel, rows: &[&LabelledText], feats: &[Vec<f32>]
         let (p, s) = model.signals(&x)?;
         (p, s)
     };
-    let in_scope: Vec<usize> = (0..rows.len()).filter(|&i| !rows[i].is_out_of_scope()).collect();
-    let pick = |f: fn(&OosSignals) -> f32| Stat::of(&in_scope.iter().map(|&i| f(&signals[i])).collect::<Vec<_>>());
+    let in_scope: Vec<usize> = (0..rows.len())
+        .filter(|&i| !rows[i].is_out_of_scope())
+        .collect();
+    let pick = |f: fn(&OosSignals) -> f32| {
+        Stat::of(&in_scope.iter().map(|&i| f(&signals[i])).collect::<Vec<_>>())
+    };
     model.oos.knn = pick(|s| s.knn);
     model.oos.msp = pick(|s| s.msp);
     model.oos.poos = model.has_oos_class().then(|| pick(|s| s.poos));
@@ -270,7 +340,9 @@ fn calibrate(model: &mut IntentModel, rows: &[&LabelledText], feats: &[Vec<f32>]
         .iter()
         .zip(probs.iter().zip(&signals))
         .map(|(r, (p, s))| {
-            let top = (0..n_in).max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a))).unwrap_or(0);
+            let top = (0..n_in)
+                .max_by(|&a, &b| p[a].total_cmp(&p[b]).then(b.cmp(&a)))
+                .unwrap_or(0);
             ScoredRow {
                 score: model.oos.score(s),
                 in_scope: !r.is_out_of_scope(),
@@ -283,7 +355,11 @@ fn calibrate(model: &mut IntentModel, rows: &[&LabelledText], feats: &[Vec<f32>]
 }
 
 /// Metrics of `model` on rows (the text is not needed for the summary).
-fn summarise(model: &IntentModel, rows: &[&LabelledText], feats: &[Vec<f32>]) -> Result<ValidationSummary> {
+fn summarise(
+    model: &IntentModel,
+    rows: &[&LabelledText],
+    feats: &[Vec<f32>],
+) -> Result<ValidationSummary> {
     if rows.is_empty() {
         return Ok(ValidationSummary {
             rows: 0,
@@ -330,7 +406,10 @@ pub fn train(
     mut on_event: impl FnMut(TrainEvent),
 ) -> Result<Artifact> {
     let started = Instant::now();
-    let pooling = cfg.pooling.clone().unwrap_or_else(|| default_pooling(encoder.num_layers()));
+    let pooling = cfg
+        .pooling
+        .clone()
+        .unwrap_or_else(|| default_pooling(encoder.num_layers()));
     if pooling.layers.is_empty() || pooling.layers.iter().any(|&l| l > encoder.num_layers()) {
         return Err(ModelError::TrainingData(format!(
             "pooling layers {:?} do not fit the encoder's {} layers",
@@ -339,16 +418,31 @@ pub fn train(
         )));
     }
     let texts: Vec<&str> = data.iter().map(|r| r.text.as_str()).collect();
-    let feats = features(encoder, &texts, &pooling, cache.as_deref_mut(), cfg.token_budget, &mut on_event)?;
+    let feats = features(
+        encoder,
+        &texts,
+        &pooling,
+        cache.as_deref_mut(),
+        cfg.token_budget,
+        &mut on_event,
+    )?;
     let cal_feats = match calibration {
         Some(cal) => {
             let texts: Vec<&str> = cal.iter().map(|r| r.text.as_str()).collect();
-            Some(features(encoder, &texts, &pooling, cache, cfg.token_budget, &mut on_event)?)
+            Some(features(
+                encoder,
+                &texts,
+                &pooling,
+                cache,
+                cfg.token_budget,
+                &mut on_event,
+            )?)
         }
         None => None,
     };
     let cal = calibration.zip(cal_feats.as_deref());
-    let mut artifact = train_on_features(data, &feats, cal, cfg, encoder.hashes(), &pooling, on_event)?;
+    let mut artifact =
+        train_on_features(data, &feats, cal, cfg, encoder.hashes(), &pooling, on_event)?;
     artifact.card.training_seconds = started.elapsed().as_secs_f64();
     Ok(artifact)
 }
@@ -365,24 +459,43 @@ pub fn train_on_features(
 ) -> Result<Artifact> {
     let started = Instant::now();
     if data.len() != feats.len() {
-        return Err(ModelError::TrainingData(format!("{} rows but {} feature vectors", data.len(), feats.len())));
+        return Err(ModelError::TrainingData(format!(
+            "{} rows but {} feature vectors",
+            data.len(),
+            feats.len()
+        )));
     }
-    if let Some(r) = data.iter().chain(calibration.map(|c| c.0).unwrap_or_default()).find(|r| r.text.trim().is_empty()) {
-        return Err(ModelError::TrainingData(format!("empty text labelled `{}`", r.label)));
+    if let Some(r) = data
+        .iter()
+        .chain(calibration.map(|c| c.0).unwrap_or_default())
+        .find(|r| r.text.trim().is_empty())
+    {
+        return Err(ModelError::TrainingData(format!(
+            "empty text labelled `{}`",
+            r.label
+        )));
     }
     let labels = label_set(data);
     let n_in = labels.iter().filter(|l| *l != OUT_OF_SCOPE).count();
     if n_in < 2 {
-        return Err(ModelError::TrainingData(format!("need at least 2 in-scope intents, found {n_in}")));
+        return Err(ModelError::TrainingData(format!(
+            "need at least 2 in-scope intents, found {n_in}"
+        )));
     }
     if cfg.c_grid.is_empty() || cfg.epochs == 0 {
-        return Err(ModelError::TrainingData("empty hyper-parameter grid or zero epochs".into()));
+        return Err(ModelError::TrainingData(
+            "empty hyper-parameter grid or zero epochs".into(),
+        ));
     }
     let base = base.clone();
     let pooling = pooling.clone();
     let (train_idx, val_idx) = split(data, cfg.validation_fraction, cfg.seed);
     let params_for = |c: f64, n: usize| {
-        let batch_size = if cfg.batch_size == 0 { (n / 32).clamp(32, 256) } else { cfg.batch_size };
+        let batch_size = if cfg.batch_size == 0 {
+            (n / 32).clamp(32, 256)
+        } else {
+            cfg.batch_size
+        };
         let steps_per_epoch = n.div_ceil(batch_size).max(1);
         HeadParams {
             hidden: 0,
@@ -395,22 +508,42 @@ pub fn train_on_features(
     let val_rows: Vec<&LabelledText> = val_idx.iter().map(|&i| &data[i]).collect();
     let val_feats: Vec<Vec<f32>> = val_idx.iter().map(|&i| feats[i].clone()).collect();
 
+    let inputs = FitInputs {
+        feats,
+        data,
+        labels: &labels,
+        seed: cfg.seed,
+        base: &base,
+        pooling: &pooling,
+    };
+
     // Model selection on the internal split.
     let mut best: Option<(f64, Fitted)> = None;
     for &c in &cfg.c_grid {
         let step = format!("C={c}");
-        let fitted =
-            fit(&feats, &train_idx, data, &labels, params_for(c, train_idx.len()), cfg.seed, &base, &pooling, &step, &mut on_event)?;
+        let fitted = fit(
+            &inputs,
+            &train_idx,
+            params_for(c, train_idx.len()),
+            &step,
+            &mut on_event,
+        )?;
         let acc = if val_rows.is_empty() {
             0.0
         } else {
             let (logits, _) = score_rows(&fitted.model, &val_feats)?;
-            let index: BTreeMap<&str, usize> = labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
+            let index: BTreeMap<&str, usize> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.as_str(), i))
+                .collect();
             let right = logits
                 .iter()
                 .zip(&val_rows)
                 .filter(|(l, r)| {
-                    let top = (0..l.len()).max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a))).unwrap_or(0);
+                    let top = (0..l.len())
+                        .max_by(|&a, &b| l[a].total_cmp(&l[b]).then(b.cmp(&a)))
+                        .unwrap_or(0);
                     index.get(r.label.as_str()) == Some(&top)
                 })
                 .count();
@@ -421,14 +554,21 @@ pub fn train_on_features(
         }
     }
     let Some((_, mut split_model)) = best else {
-        return Err(ModelError::TrainingData("no hyper-parameter candidate".into()));
+        return Err(ModelError::TrainingData(
+            "no hyper-parameter candidate".into(),
+        ));
     };
     let chosen_c = 1.0 / (split_model.params.l2 * train_idx.len() as f64);
 
     // Final model on all rows.
     let all: Vec<usize> = (0..data.len()).collect();
-    let mut final_model =
-        fit(&feats, &all, data, &labels, params_for(chosen_c, data.len()), cfg.seed, &base, &pooling, "final", &mut on_event)?;
+    let mut final_model = fit(
+        &inputs,
+        &all,
+        params_for(chosen_c, data.len()),
+        "final",
+        &mut on_event,
+    )?;
 
     let (source, validation) = match calibration {
         Some((cal, cal_feats)) => {
@@ -453,7 +593,11 @@ pub fn train_on_features(
         created_by: format!("bankbot-models {}", env!("CARGO_PKG_VERSION")),
         trainer: "frozen-encoder+softmax".to_owned(),
         base_model: BaseModelRef {
-            name: if base.is_pinned_default() { pinned::NAME.to_owned() } else { "custom".to_owned() },
+            name: if base.is_pinned_default() {
+                pinned::NAME.to_owned()
+            } else {
+                "custom".to_owned()
+            },
             hashes: base.clone(),
         },
         training_data: TrainingDataRef {
@@ -474,7 +618,11 @@ pub fn train_on_features(
         oos_weight: cfg.oos_weight,
         source,
     };
-    Ok(Artifact { model: final_model.model, calibration, card })
+    Ok(Artifact {
+        model: final_model.model,
+        calibration,
+        card,
+    })
 }
 
 /// Predicts many texts with a trained model (batched by length).

@@ -54,7 +54,9 @@ pub struct IntentKey(#[schemars(regex(pattern = "^[a-z][a-z0-9_]{0,63}$"))] pub 
 
 /// Renders the JSON Schema (Draft-07) of a file type.
 pub fn schema_json<T: JsonSchema>() -> String {
-    let schema = schemars::generate::SchemaSettings::draft07().into_generator().into_root_schema_for::<T>();
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<T>();
     let mut out = serde_json::to_string_pretty(&schema).unwrap_or_default();
     out.push('\n');
     out
@@ -79,6 +81,9 @@ mod tests {
         let s: serde_json::Value = serde_json::from_str(&schema_json::<EvaluationFile>()).unwrap();
         assert_eq!(s["additionalProperties"], false);
         let text = s.to_string();
-        assert!(text.contains(INTENT_NAME_PATTERN.replace('\\', "\\\\").as_str()), "{text}");
+        assert!(
+            text.contains(INTENT_NAME_PATTERN.replace('\\', "\\\\").as_str()),
+            "{text}"
+        );
     }
 }

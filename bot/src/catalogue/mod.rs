@@ -73,7 +73,11 @@ impl Catalogue {
         self.intents
             .iter()
             .chain(self.out_of_scope.as_ref())
-            .flat_map(|i| i.examples.iter().map(move |e| (e.text().to_owned(), label(&i.name))))
+            .flat_map(|i| {
+                i.examples
+                    .iter()
+                    .map(move |e| (e.text().to_owned(), label(&i.name)))
+            })
             .collect()
     }
 
@@ -93,12 +97,20 @@ impl Catalogue {
     }
 
     pub fn example_count(&self) -> usize {
-        self.intents.iter().chain(self.out_of_scope.as_ref()).map(|i| i.examples.len()).sum()
+        self.intents
+            .iter()
+            .chain(self.out_of_scope.as_ref())
+            .map(|i| i.examples.len())
+            .sum()
     }
 }
 
 fn label(name: &str) -> String {
-    if is_out_of_scope(name) { OUT_OF_SCOPE.to_owned() } else { name.to_owned() }
+    if is_out_of_scope(name) {
+        OUT_OF_SCOPE.to_owned()
+    } else {
+        name.to_owned()
+    }
 }
 
 /// True for `out_of_scope` and its alias `oos`.
@@ -134,19 +146,28 @@ pub fn normalise(text: &str) -> String {
 /// position of the first invalid byte), never empty.
 pub fn read_text(path: &Path, max_bytes: usize) -> Result<String, Diagnostic> {
     let start = Pos { line: 1, col: 1 };
-    let meta = std::fs::metadata(path).map_err(|e| Diagnostic::error(path, start, format!("cannot read: {e}")))?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Diagnostic::error(path, start, format!("cannot read: {e}")))?;
     if meta.len() > max_bytes as u64 {
         return Err(Diagnostic::error(
             path,
             start,
-            format!("file is {} bytes, more than the {max_bytes} allowed", meta.len()),
+            format!(
+                "file is {} bytes, more than the {max_bytes} allowed",
+                meta.len()
+            ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Diagnostic::error(path, start, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| Diagnostic::error(path, start, format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = e.utf8_error().valid_up_to();
         let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).unwrap_or_default();
-        Diagnostic::error(path, yaml::pos_of_byte(prefix, valid), "invalid UTF-8: save the file as UTF-8")
+        Diagnostic::error(
+            path,
+            yaml::pos_of_byte(prefix, valid),
+            "invalid UTF-8: save the file as UTF-8",
+        )
     })?;
     if text.trim().is_empty() {
         return Err(Diagnostic::error(path, start, "file is empty"));
@@ -163,19 +184,29 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
         let entries = std::fs::read_dir(&d)
             .map_err(|e| Diagnostic::error(&d, start, format!("cannot read directory: {e}")))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Diagnostic::error(&d, start, format!("cannot read directory: {e}")))?;
+            let entry = entry
+                .map_err(|e| Diagnostic::error(&d, start, format!("cannot read directory: {e}")))?;
             let path = entry.path();
             let name = entry.file_name();
             if name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            let ft = entry.file_type().map_err(|e| Diagnostic::error(&path, start, e.to_string()))?;
+            let ft = entry
+                .file_type()
+                .map_err(|e| Diagnostic::error(&path, start, e.to_string()))?;
             if ft.is_dir() {
                 pending.push(path);
-            } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            } else if matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml")
+            ) {
                 out.push(path);
                 if out.len() > MAX_FILES {
-                    return Err(Diagnostic::error(dir, start, format!("more than {MAX_FILES} YAML files")));
+                    return Err(Diagnostic::error(
+                        dir,
+                        start,
+                        format!("more than {MAX_FILES} YAML files"),
+                    ));
                 }
             }
         }
@@ -191,7 +222,11 @@ pub fn load_dir(dir: &Path) -> Result<(Catalogue, Vec<Diagnostic>), Diagnostics>
     let files = yaml_files(dir).map_err(|d| Diagnostics(vec![d]))?;
     let mut diags = Vec::new();
     if files.is_empty() {
-        diags.push(Diagnostic::error(dir, Pos { line: 1, col: 1 }, "no intent files (*.yaml) in this directory"));
+        diags.push(Diagnostic::error(
+            dir,
+            Pos { line: 1, col: 1 },
+            "no intent files (*.yaml) in this directory",
+        ));
         return Err(Diagnostics(diags));
     }
     let mut intents: Vec<Intent> = Vec::new();
@@ -205,16 +240,26 @@ pub fn load_dir(dir: &Path) -> Result<(Catalogue, Vec<Diagnostic>), Diagnostics>
     if diags.iter().any(Diagnostic::is_error) {
         return Err(Diagnostics(diags));
     }
-    let (oos, mut intents): (Vec<Intent>, Vec<Intent>) = intents.into_iter().partition(|i| is_out_of_scope(&i.name));
+    let (oos, mut intents): (Vec<Intent>, Vec<Intent>) =
+        intents.into_iter().partition(|i| is_out_of_scope(&i.name));
     intents.sort_by(|a, b| a.name.cmp(&b.name));
     if intents.len() < 2 {
         return Err(Diagnostics(vec![Diagnostic::error(
             dir,
             Pos { line: 1, col: 1 },
-            format!("a catalogue needs at least 2 intents besides out_of_scope, found {}", intents.len()),
+            format!(
+                "a catalogue needs at least 2 intents besides out_of_scope, found {}",
+                intents.len()
+            ),
         )]));
     }
-    Ok((Catalogue { intents, out_of_scope: oos.into_iter().next() }, diags))
+    Ok((
+        Catalogue {
+            intents,
+            out_of_scope: oos.into_iter().next(),
+        },
+        diags,
+    ))
 }
 
 /// Loads one intent file, pushing its diagnostics; `None` when it has errors.
@@ -230,7 +275,11 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
     let root = match yaml::parse(&src, &Limits::default()) {
         Ok(Some(root)) => root,
         Ok(None) => {
-            diags.push(Diagnostic::error(path, Pos { line: 1, col: 1 }, "file has no content (only comments)"));
+            diags.push(Diagnostic::error(
+                path,
+                Pos { line: 1, col: 1 },
+                "file has no content (only comments)",
+            ));
             return None;
         }
         Err(e) => {
@@ -256,11 +305,17 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
             ),
         ));
     }
-    if !src.lines().take(5).any(|l| l.trim_start().starts_with(MODELINE_PREFIX)) {
+    if !src
+        .lines()
+        .take(5)
+        .any(|l| l.trim_start().starts_with(MODELINE_PREFIX))
+    {
         diags.push(Diagnostic::warning(
             path,
             Pos { line: 1, col: 1 },
-            format!("no `{MODELINE_PREFIX}intent.schema.json` line: editors cannot validate this file"),
+            format!(
+                "no `{MODELINE_PREFIX}intent.schema.json` line: editors cannot validate this file"
+            ),
         ));
     }
     if path.file_stem().and_then(|s| s.to_str()) != Some(file.intent.as_str()) {
@@ -274,7 +329,11 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
     let examples_key = root.key("examples").map_or(root.pos, |n| n.pos);
     let examples_pos = root.get("examples").map_or(root.pos, |n| n.pos);
     if file.examples.is_empty() {
-        diags.push(Diagnostic::error(path, examples_pos, "`examples` is empty: an intent needs at least one example"));
+        diags.push(Diagnostic::error(
+            path,
+            examples_pos,
+            "`examples` is empty: an intent needs at least one example",
+        ));
     }
     let mut examples = Vec::with_capacity(file.examples.len());
     for (raw, node) in file.examples.iter().zip(example_nodes) {
@@ -283,18 +342,29 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
             continue;
         }
         if raw.contains('\n') {
-            diags.push(Diagnostic::error(path, node.pos, "an example must be a single line"));
+            diags.push(Diagnostic::error(
+                path,
+                node.pos,
+                "an example must be a single line",
+            ));
             continue;
         }
         if raw.chars().count() > MAX_EXAMPLE_CHARS {
-            diags.push(Diagnostic::error(path, node.pos, format!("example longer than {MAX_EXAMPLE_CHARS} characters")));
+            diags.push(Diagnostic::error(
+                path,
+                node.pos,
+                format!("example longer than {MAX_EXAMPLE_CHARS} characters"),
+            ));
             continue;
         }
         match annotation::parse(raw) {
             Ok(annotated) => examples.push(Example {
                 raw: raw.clone(),
                 annotated,
-                source: Source { path: path.to_path_buf(), pos: node.pos },
+                source: Source {
+                    path: path.to_path_buf(),
+                    pos: node.pos,
+                },
             }),
             Err(e) => diags.push(Diagnostic::error(
                 path,
@@ -303,7 +373,10 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
             )),
         }
     }
-    if !is_out_of_scope(&file.intent) && !file.examples.is_empty() && file.examples.len() < MIN_EXAMPLES_ADVISED {
+    if !is_out_of_scope(&file.intent)
+        && !file.examples.is_empty()
+        && file.examples.len() < MIN_EXAMPLES_ADVISED
+    {
         diags.push(Diagnostic::warning(
             path,
             examples_key,
@@ -318,7 +391,10 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
         name: file.intent,
         description: file.description,
         examples,
-        source: Source { path: path.to_path_buf(), pos: name_pos },
+        source: Source {
+            path: path.to_path_buf(),
+            pos: name_pos,
+        },
     })
 }
 

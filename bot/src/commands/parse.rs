@@ -1,0 +1,124 @@
+//! `bankbot parse`: utterances on stdin, one JSON object per line on stdout.
+//! Requests are pipelined through the inference engine, answers keep input
+//! order; a bad line gets a JSON error object, never a crash.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, Write};
+
+use bankbot_models::classifier::IntentScore;
+use bankbot_models::engine::{Classified, Engine, EngineConfig};
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::cli::ParseArgs;
+use crate::commands::load_engine;
+use crate::paths::Paths;
+
+/// Lines in flight at once.
+const WINDOW: usize = 256;
+/// Longest line read; longer lines are reported as errors.
+const MAX_LINE_BYTES: usize = 64 << 10;
+
+type Pending = (
+    usize,
+    String,
+    Result<oneshot::Receiver<bankbot_models::Result<Classified>>, String>,
+);
+
+pub fn run(paths: &Paths, args: &ParseArgs) -> anyhow::Result<bool> {
+    let engine = load_engine(
+        paths,
+        &args.source,
+        EngineConfig {
+            top_k: args.top.max(1),
+            ..EngineConfig::default()
+        },
+    )?;
+    let stdin = std::io::stdin().lock();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    for (n, line) in stdin.split(b'\n').enumerate() {
+        let line_no = n + 1;
+        let bytes = line?;
+        let entry = match String::from_utf8(bytes) {
+            Err(_) => (line_no, String::new(), Err("invalid UTF-8".to_owned())),
+            Ok(text) => {
+                let text = text.trim_end_matches('\r').to_owned();
+                if text.len() > MAX_LINE_BYTES {
+                    (
+                        line_no,
+                        String::new(),
+                        Err(format!("line longer than {MAX_LINE_BYTES} bytes")),
+                    )
+                } else if text.trim().is_empty() {
+                    (line_no, text, Err("empty text".to_owned()))
+                } else {
+                    let rx = submit(&engine, &text);
+                    (line_no, text, rx)
+                }
+            }
+        };
+        pending.push_back(entry);
+        while pending.len() >= WINDOW {
+            if let Some(p) = pending.pop_front() {
+                emit(&mut out, p)?;
+            }
+        }
+    }
+    while let Some(p) = pending.pop_front() {
+        emit(&mut out, p)?;
+    }
+    out.flush()?;
+    Ok(true)
+}
+
+fn submit(
+    engine: &Engine,
+    text: &str,
+) -> Result<oneshot::Receiver<bankbot_models::Result<Classified>>, String> {
+    engine.submit(text).map_err(|e| e.to_string())
+}
+
+/// One output line: a parse result or an error object.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Line<'a> {
+    Parsed {
+        text: &'a str,
+        intent: IntentScore,
+        ranking: Vec<IntentScore>,
+        out_of_scope: bool,
+        /// Filled by the entity extractors (a later issue); always present.
+        entities: [(); 0],
+    },
+    Error {
+        text: &'a str,
+        error: String,
+        line: usize,
+    },
+}
+
+fn emit(out: &mut impl Write, (line, text, rx): Pending) -> anyhow::Result<()> {
+    let result = rx.and_then(|rx| {
+        rx.blocking_recv()
+            .map_err(|_| "the inference engine stopped".to_owned())?
+            .map_err(|e| e.to_string())
+    });
+    let value = match result {
+        Ok(c) => Line::Parsed {
+            text: &text,
+            intent: c.prediction.intent,
+            ranking: c.prediction.ranking,
+            out_of_scope: c.prediction.out_of_scope,
+            entities: [],
+        },
+        Err(error) => Line::Error {
+            text: &text,
+            error,
+            line,
+        },
+    };
+    writeln!(out, "{}", serde_json::to_string(&value)?)?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `bankbot train`: catalogue -> trained model directory.
+
+use anyhow::bail;
+use bankbot_models::train::{LabelledText, TrainConfig};
+
+use crate::catalogue;
+use crate::cli::TrainArgs;
+use crate::evalset;
+use crate::nlu;
+use crate::paths::Paths;
+
+pub fn run(paths: &Paths, args: &TrainArgs) -> anyhow::Result<bool> {
+    let (cat, warnings) = match catalogue::load_dir(&args.intents) {
+        Ok(ok) => ok,
+        Err(d) => bail!("{d}\nnothing was trained"),
+    };
+    if !warnings.is_empty() {
+        eprintln!(
+            "{} warning(s) in the catalogue; `bankbot check {}` lists them",
+            warnings.len(),
+            args.intents.display()
+        );
+    }
+    let calibration: Option<Vec<LabelledText>> = match &args.calibration {
+        Some(file) => match evalset::load(file) {
+            Ok(rows) => Some(rows.iter().map(evalset::EvalRow::labelled).collect()),
+            Err(d) => bail!("{d}\nnothing was trained"),
+        },
+        None => None,
+    };
+    if !(0.0..=10.0).contains(&args.oos_weight) {
+        bail!("--oos-weight must be between 0 and 10");
+    }
+    let encoder = nlu::load_encoder(paths, true)?;
+    let cfg = TrainConfig {
+        seed: args.seed,
+        oos_weight: args.oos_weight,
+        ..TrainConfig::default()
+    };
+    let artifact = nlu::train_catalogue(
+        &cat,
+        &encoder,
+        paths,
+        &args.out,
+        calibration.as_deref(),
+        &cfg,
+    )?;
+    let v = &artifact.card.validation;
+    eprintln!(
+        "trained {} intents on {} examples in {:.1}s -> {}",
+        artifact.card.training_data.intents,
+        artifact.card.training_data.examples,
+        artifact.card.training_seconds,
+        args.out.display()
+    );
+    let oos = match (v.in_scope_accuracy, v.oos_recall) {
+        (Some(a), Some(r)) => format!(
+            ", in-scope accuracy {:.2}%, out-of-scope recall {:.2}%",
+            a * 100.0,
+            r * 100.0
+        ),
+        _ => String::new(),
+    };
+    eprintln!(
+        "{} ({} rows): accuracy {:.2}%, macro-F1 {:.2}%{oos}, ECE {:.4}",
+        artifact.calibration.source,
+        v.rows,
+        v.accuracy * 100.0,
+        v.macro_f1 * 100.0,
+        v.ece
+    );
+    Ok(true)
+}

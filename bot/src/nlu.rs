@@ -1,0 +1,191 @@
+//! Loading the NLU for the commands: the base encoder (fetched on demand
+//! for commands that may download), trained models (checked against the
+//! base model they were trained on), and the default model kept in step
+//! with the intent catalogue.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use bankbot_models::artifact::Artifact;
+use bankbot_models::cache::FeatureCache;
+use bankbot_models::encoder::Encoder;
+use bankbot_models::train::{self, LabelledText, TrainConfig, TrainEvent};
+use bankbot_models::{ModelError, candle_device};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::catalogue::{self, Catalogue};
+use crate::fetch;
+use crate::paths::Paths;
+
+/// Makes sure the base model directory exists; fetches the pinned model into
+/// its default location when allowed.
+pub fn ensure_base_model(paths: &Paths, allow_fetch: bool) -> anyhow::Result<PathBuf> {
+    let dir = &paths.base_model;
+    if dir.join("model.safetensors").is_file() {
+        return Ok(dir.clone());
+    }
+    if !paths.base_model_is_default {
+        bail!(
+            "base model directory {} has no model.safetensors: point --base-model (or BANKBOT_BASE_MODEL) \
+             at a directory with config.json, tokenizer.json and model.safetensors",
+            dir.display()
+        );
+    }
+    if !allow_fetch {
+        bail!(
+            "the base model is not installed at {}: run `bankbot model fetch` first",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "base model not found: fetching it once (later runs use {})",
+        dir.display()
+    );
+    fetch::fetch(dir, false, |m| eprintln!("{m}"))?;
+    Ok(dir.clone())
+}
+
+pub fn load_encoder(paths: &Paths, allow_fetch: bool) -> anyhow::Result<Encoder> {
+    let dir = ensure_base_model(paths, allow_fetch)?;
+    Encoder::load(&dir, &candle_device())
+        .with_context(|| format!("loading the base model from {}", dir.display()))
+}
+
+/// Loads a trained model and checks it belongs to this encoder.
+pub fn load_trained(dir: &Path, encoder: &Encoder) -> anyhow::Result<Artifact> {
+    let artifact = match Artifact::load(dir) {
+        Ok(a) => a,
+        Err(ModelError::MissingFile { path }) if path == dir => bail!(
+            "no trained model at {}: train one with `bankbot train --intents intents --out {}`",
+            dir.display(),
+            dir.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("loading the trained model {}", dir.display()));
+        }
+    };
+    artifact.check_base(dir, encoder.hashes())?;
+    Ok(artifact)
+}
+
+/// A progress bar on an interactive terminal, nothing otherwise.
+pub fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(0);
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg:<18} [{bar:30}] {pos}/{len} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Feeds training events into a progress bar.
+pub fn on_train_event(pb: &ProgressBar) -> impl FnMut(TrainEvent) + '_ {
+    move |e| match e {
+        TrainEvent::Embedding { done, total } => {
+            pb.set_message("encoding");
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        }
+        TrainEvent::Fitting {
+            step,
+            epoch,
+            epochs,
+        } => {
+            pb.set_message(format!("fitting {step}"));
+            pb.set_length(epochs as u64);
+            pb.set_position(epoch as u64);
+        }
+    }
+}
+
+/// Trains on a catalogue and writes the model directory.
+pub fn train_catalogue(
+    cat: &Catalogue,
+    encoder: &Encoder,
+    paths: &Paths,
+    out: &Path,
+    calibration: Option<&[LabelledText]>,
+    cfg: &TrainConfig,
+) -> anyhow::Result<Artifact> {
+    let data: Vec<LabelledText> = cat
+        .labelled()
+        .into_iter()
+        .map(|(t, l)| LabelledText::new(t, l))
+        .collect();
+    let pooling = cfg
+        .pooling
+        .clone()
+        .unwrap_or_else(|| train::default_pooling(encoder.num_layers()));
+    let dim = pooling.dim(encoder.hidden_size());
+    // The cache only saves time: if it cannot be opened, train without it.
+    let mut cache = FeatureCache::open(&paths.features_dir(), encoder.hashes(), &pooling, dim)
+        .map_err(|e| eprintln!("warning: feature cache unavailable ({e}); encoding everything"))
+        .ok();
+    let pb = progress_bar();
+    let artifact = train::train(
+        encoder,
+        &data,
+        calibration,
+        cfg,
+        cache.as_mut(),
+        on_train_event(&pb),
+    )?;
+    pb.finish_and_clear();
+    artifact
+        .save(out)
+        .with_context(|| format!("writing the model to {}", out.display()))?;
+    Ok(artifact)
+}
+
+/// Loads the default model, retraining it first when it is missing, was
+/// trained on other data than `intents/` holds now, or on another base model.
+pub fn ensure_default_model(
+    paths: &Paths,
+    intents: &Path,
+    model_dir: &Path,
+    encoder: &Encoder,
+) -> anyhow::Result<Artifact> {
+    let cat = match catalogue::load_dir(intents) {
+        Ok((cat, _warnings)) => cat,
+        Err(diags) => bail!(
+            "{diags}\nthe intent catalogue in {} has errors; fix them or run `bankbot check`",
+            intents.display()
+        ),
+    };
+    let reason = match Artifact::load(model_dir) {
+        Ok(a) if a.card.training_data.hash != cat.data_hash() => {
+            "the intents changed since it was trained"
+        }
+        Ok(a) if a.check_base(model_dir, encoder.hashes()).is_err() => {
+            "it was trained on another base model"
+        }
+        Ok(a) => return Ok(a),
+        Err(ModelError::MissingFile { .. }) => "there is none yet",
+        Err(_) => "the stored one is unreadable",
+    };
+    eprintln!(
+        "training the model from {} because {reason} ...",
+        intents.display()
+    );
+    let artifact = train_catalogue(
+        &cat,
+        encoder,
+        paths,
+        model_dir,
+        None,
+        &TrainConfig::default(),
+    )?;
+    eprintln!(
+        "trained in {:.1}s: {} intents, {} examples -> {}",
+        artifact.card.training_seconds,
+        artifact.card.training_data.intents,
+        artifact.card.training_data.examples,
+        model_dir.display()
+    );
+    Ok(artifact)
+}
