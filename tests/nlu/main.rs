@@ -1,0 +1,219 @@
+//! The NLU library against the real base model: encoder numerics, batching
+//! invariance, and the inference engine's behaviour under load.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use bankbot_models::ModelError;
+use bankbot_models::artifact::Artifact;
+use bankbot_models::base::BaseModelDir;
+use bankbot_models::bert::NormKind;
+use bankbot_models::encoder::{Encoder, Pooling, pad_batch};
+use bankbot_models::engine::{Engine, EngineConfig};
+use bankbot_models::train::{self, LabelledText, TrainConfig};
+use candle_core::Device;
+use common::*;
+
+fn encoder() -> Encoder {
+    Encoder::load(&base_model(), &Device::Cpu).unwrap()
+}
+
+/// A model trained on the small catalogue, shared by the engine tests.
+fn small_model() -> &'static Artifact {
+    static A: OnceLock<Artifact> = OnceLock::new();
+    A.get_or_init(|| {
+        let cat = small_catalogue();
+        let (c, _) = bankbot::catalogue::load_dir(cat.path()).unwrap();
+        let data: Vec<LabelledText> = c
+            .labelled()
+            .into_iter()
+            .map(|(t, l)| LabelledText::new(t, l))
+            .collect();
+        train::train(
+            &encoder(),
+            &data,
+            None,
+            &TrainConfig::default(),
+            None,
+            |_| {},
+        )
+        .unwrap()
+    })
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()
+}
+
+#[test]
+fn sentence_embeddings_group_paraphrases() {
+    let e = encoder();
+    let p = Pooling::last(e.num_layers());
+    let v = e
+        .embed_all(
+            &[
+                "I lost my card",
+                "my card has gone missing",
+                "what's the weather like",
+            ],
+            &p,
+            512,
+            |_| {},
+        )
+        .unwrap();
+    assert!(
+        (cosine(&v[0], &v[0]) - 1.0).abs() < 1e-4,
+        "features are unit length"
+    );
+    assert!(
+        cosine(&v[0], &v[1]) > 0.7,
+        "paraphrases: {}",
+        cosine(&v[0], &v[1])
+    );
+    assert!(
+        cosine(&v[0], &v[2]) < 0.3,
+        "unrelated: {}",
+        cosine(&v[0], &v[2])
+    );
+}
+
+#[test]
+fn padding_does_not_change_features() {
+    let e = encoder();
+    let p = Pooling {
+        layers: vec![0, 2, 4, 6],
+    };
+    let short = e.tokenize("card stolen").unwrap();
+    let long = e
+        .tokenize(
+            "I was on the bus this morning and when I got off my wallet with all my cards was gone",
+        )
+        .unwrap();
+    let alone = e.embed_tokens(&[&short], &p).unwrap();
+    let batched = e.embed_tokens(&[&short, &long], &p).unwrap();
+    let max_diff = alone[0]
+        .iter()
+        .zip(&batched[0])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        max_diff < 1e-5,
+        "padding changed the features by {max_diff}"
+    );
+}
+
+#[test]
+fn the_differentiable_encoder_matches_the_fused_one() {
+    let base = BaseModelDir::open(&base_model()).unwrap();
+    let fused = Encoder::load_with(&base, &Device::Cpu, NormKind::Fused).unwrap();
+    let slow = Encoder::load_with(&base, &Device::Cpu, NormKind::Differentiable).unwrap();
+    let toks = [
+        fused.tokenize("how do I reset my pin").unwrap(),
+        fused.tokenize("hi").unwrap(),
+    ];
+    let refs: Vec<_> = toks.iter().collect();
+    let (ids, types, mask) = pad_batch(&refs, &Device::Cpu).unwrap();
+    let a = fused.bert().forward(&ids, &types, &mask).unwrap();
+    let b = slow.bert().forward(&ids, &types, &mask).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        let d = (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-3, "hidden states differ by {d}");
+    }
+}
+
+#[test]
+fn the_engine_matches_direct_prediction_under_concurrency() {
+    let a = small_model();
+    let texts = [
+        "I lost my card",
+        "when do you open on saturday",
+        "how much is in my account",
+        "play a song for me",
+    ];
+    let direct = train::predict_texts(&encoder(), &a.model, &texts, 3, 2048).unwrap();
+    let engine = Arc::new(
+        Engine::start(
+            encoder(),
+            a.model.clone(),
+            EngineConfig {
+                top_k: 3,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let engine = Arc::clone(&engine);
+            std::thread::spawn(move || {
+                (0..20)
+                    .map(|i| (i + t) % 4)
+                    .map(|k| (k, engine.classify_blocking(texts[k]).unwrap()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut max_batch = 0;
+    for h in handles {
+        for (k, c) in h.join().unwrap() {
+            assert_eq!(
+                c.prediction.intent.name, direct[k].intent.name,
+                "{}",
+                texts[k]
+            );
+            assert!((c.prediction.intent.confidence - direct[k].intent.confidence).abs() < 1e-4);
+            max_batch = max_batch.max(c.batch_size);
+        }
+    }
+    assert!(
+        max_batch > 1,
+        "concurrent requests were never batched together"
+    );
+    assert_eq!(direct[3].intent.name, "out_of_scope");
+}
+
+#[test]
+fn the_engine_refuses_work_it_cannot_queue() {
+    let a = small_model();
+    let engine = Engine::start(
+        encoder(),
+        a.model.clone(),
+        EngineConfig {
+            queue_capacity: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(engine.submit("   "), Err(ModelError::EmptyText)));
+    // Flood the queue faster than it can be served: some submissions must be refused at once.
+    let mut receivers = Vec::new();
+    let mut refused = 0;
+    for _ in 0..200 {
+        match engine
+            .submit("where is my nearest branch and when does it open on a saturday afternoon")
+        {
+            Ok(rx) => receivers.push(rx),
+            Err(ModelError::Overloaded { capacity }) => {
+                assert_eq!(capacity, 2);
+                refused += 1;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(refused > 0, "a full queue must refuse, not wait");
+    for rx in receivers {
+        assert_eq!(
+            rx.blocking_recv().unwrap().unwrap().prediction.intent.name,
+            "branch_hours"
+        );
+    }
+}
