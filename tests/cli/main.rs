@@ -1,6 +1,9 @@
 //! End-to-end tests of the `bankbot` binary: real base model, real training,
 //! real files; assertions on exit codes, outputs and what was written.
 
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

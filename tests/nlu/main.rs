@@ -1,6 +1,9 @@
 //! The NLU library against the real base model: encoder numerics, batching
 //! invariance, and the inference engine's behaviour under load.
 
+// Test helpers outside #[test] functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
