@@ -194,8 +194,49 @@ pub struct Bert {
     layers: Vec<Layer>,
     heads: usize,
     head_dim: usize,
+    intermediate: usize,
+    eps: f32,
     act: String,
     norm: NormKind,
+}
+
+/// `(weight, bias)` of a linear layer (`weight` is `[out, in]`) or of a layer norm.
+pub type Pair<'a> = (&'a Tensor, &'a Tensor);
+
+/// Borrowed weights of one transformer layer.
+#[derive(Debug)]
+pub struct LayerParts<'a> {
+    pub query: Pair<'a>,
+    pub key: Pair<'a>,
+    pub value: Pair<'a>,
+    pub attn_out: Pair<'a>,
+    pub attn_norm: Pair<'a>,
+    pub intermediate: Pair<'a>,
+    pub output: Pair<'a>,
+    pub out_norm: Pair<'a>,
+}
+
+/// Borrowed weights of the whole encoder, for other implementations of the
+/// same forward pass (the int8 serving encoder).
+#[derive(Debug)]
+pub struct BertParts<'a> {
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub eps: f32,
+    pub activation: &'a str,
+    pub word: &'a Tensor,
+    pub position: &'a Tensor,
+    pub token_type: &'a Tensor,
+    pub emb_norm: Pair<'a>,
+    pub layers: Vec<LayerParts<'a>>,
+}
+
+fn linear_pair(l: &Linear) -> Result<Pair<'_>> {
+    let bias = l
+        .bias()
+        .ok_or_else(|| candle_core::Error::Msg("linear layer without bias".into()))?;
+    Ok((l.weight(), bias))
 }
 
 impl Bert {
@@ -216,8 +257,42 @@ impl Bert {
             layers,
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
+            intermediate: cfg.intermediate_size,
+            eps: cfg.layer_norm_eps as f32,
             act: cfg.hidden_act.clone(),
             norm,
+        })
+    }
+
+    /// All weights, borrowed.
+    pub fn parts(&self) -> Result<BertParts<'_>> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerParts {
+                    query: linear_pair(&l.query)?,
+                    key: linear_pair(&l.key)?,
+                    value: linear_pair(&l.value)?,
+                    attn_out: linear_pair(&l.attn_out)?,
+                    attn_norm: (&l.attn_norm.weight, &l.attn_norm.bias),
+                    intermediate: linear_pair(&l.intermediate)?,
+                    output: linear_pair(&l.output)?,
+                    out_norm: (&l.out_norm.weight, &l.out_norm.bias),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertParts {
+            hidden: self.heads * self.head_dim,
+            heads: self.heads,
+            intermediate: self.intermediate,
+            eps: self.eps,
+            activation: &self.act,
+            word: self.embeddings.word.embeddings(),
+            position: self.embeddings.position.embeddings(),
+            token_type: self.embeddings.token_type.embeddings(),
+            emb_norm: (&self.embeddings.norm.weight, &self.embeddings.norm.bias),
+            layers,
         })
     }
 

@@ -17,6 +17,7 @@ pub mod classifier;
 pub mod encoder;
 pub mod engine;
 pub mod error;
+pub mod fast;
 pub mod head;
 pub mod metrics;
 pub mod rng;
