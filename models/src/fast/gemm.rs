@@ -75,7 +75,7 @@ impl QMatrix {
         assert_eq!(w.len(), k * n, "weight shape");
         assert_eq!(bias.len(), n, "bias shape");
         let p = isa.panel();
-        let isa = if k % 4 == 0 && n % p.max(16) == 0 {
+        let isa = if k.is_multiple_of(4) && n.is_multiple_of(p.max(16)) {
             isa
         } else {
             Isa::Scalar
