@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use bankbot_models::encoder::Precision;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands;
@@ -113,6 +114,10 @@ pub struct TrainArgs {
     /// Weight of out-of-scope recall against in-scope accuracy when choosing the threshold.
     #[arg(long, default_value_t = 0.15)]
     pub oos_weight: f64,
+    /// Encoder precision the model is trained (and later served) at: `int8`
+    /// (the CPU serving encoder) or `f32` (candle). Default: int8 on CPU, f32 on GPU.
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -239,6 +244,9 @@ pub struct Clinc150Args {
     pub banking_only: bool,
     #[arg(long, default_value_t = 13)]
     pub seed: u64,
+    /// Encoder precision (default: int8 on CPU, f32 on GPU).
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// Write the JSON result here too.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

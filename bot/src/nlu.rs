@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use bankbot_models::artifact::Artifact;
 use bankbot_models::cache::FeatureCache;
-use bankbot_models::encoder::Encoder;
+use bankbot_models::encoder::{Encoder, Precision};
 use bankbot_models::train::{self, LabelledText, TrainConfig, TrainEvent};
 use bankbot_models::{ModelError, candle_device};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -46,14 +46,40 @@ pub fn ensure_base_model(paths: &Paths, allow_fetch: bool) -> anyhow::Result<Pat
     Ok(dir.clone())
 }
 
-pub fn load_encoder(paths: &Paths, allow_fetch: bool) -> anyhow::Result<Encoder> {
+/// The precision this build trains and serves at unless told otherwise: the
+/// int8 encoder on the CPU, candle's f32 encoder when a GPU is in use.
+pub fn default_precision() -> Precision {
+    if candle_device().is_cpu() {
+        Precision::Int8
+    } else {
+        Precision::F32
+    }
+}
+
+pub fn load_encoder(
+    paths: &Paths,
+    allow_fetch: bool,
+    precision: Precision,
+) -> anyhow::Result<Encoder> {
     let dir = ensure_base_model(paths, allow_fetch)?;
-    Encoder::load(&dir, &candle_device())
+    Encoder::load(&dir, &candle_device(), precision)
         .with_context(|| format!("loading the base model from {}", dir.display()))
 }
 
-/// Loads a trained model and checks it belongs to this encoder.
-pub fn load_trained(dir: &Path, encoder: &Encoder) -> anyhow::Result<Artifact> {
+/// Loads a trained model, then the encoder at the precision it was trained
+/// with, and checks the model belongs to that base model.
+pub fn load_model_and_encoder(
+    paths: &Paths,
+    dir: &Path,
+    allow_fetch: bool,
+) -> anyhow::Result<(Encoder, Artifact)> {
+    let artifact = read_trained(dir)?;
+    let encoder = load_encoder(paths, allow_fetch, artifact.card.features.precision)?;
+    artifact.check_base(dir, encoder.hashes())?;
+    Ok((encoder, artifact))
+}
+
+fn read_trained(dir: &Path) -> anyhow::Result<Artifact> {
     let artifact = match Artifact::load(dir) {
         Ok(a) => a,
         Err(ModelError::MissingFile { path }) if path == dir => bail!(
@@ -65,7 +91,6 @@ pub fn load_trained(dir: &Path, encoder: &Encoder) -> anyhow::Result<Artifact> {
             return Err(e).with_context(|| format!("loading the trained model {}", dir.display()));
         }
     };
-    artifact.check_base(dir, encoder.hashes())?;
     Ok(artifact)
 }
 
@@ -117,13 +142,13 @@ pub fn train_catalogue(
         .into_iter()
         .map(|(t, l)| LabelledText::new(t, l))
         .collect();
-    let pooling = cfg
-        .pooling
+    let spec = cfg
+        .features
         .clone()
-        .unwrap_or_else(|| train::default_pooling(encoder.num_layers()));
-    let dim = pooling.dim(encoder.hidden_size());
+        .unwrap_or_else(|| train::default_features(encoder.num_layers(), encoder.precision()));
+    let dim = spec.dim(encoder.hidden_size());
     // The cache only saves time: if it cannot be opened, train without it.
-    let mut cache = FeatureCache::open(&paths.features_dir(), encoder.hashes(), &pooling, dim)
+    let mut cache = FeatureCache::open(&paths.features_dir(), encoder.hashes(), &spec, dim)
         .map_err(|e| eprintln!("warning: feature cache unavailable ({e}); encoding everything"))
         .ok();
     let pb = progress_bar();

@@ -5,7 +5,7 @@
 //! | `head.safetensors` | head weights and the in-scope example memory (f16) |
 //! | `labels.json` | the head's classes in order |
 //! | `calibration.json` | temperature and out-of-scope detector calibration |
-//! | `model_card.json` | format version, base-model and training-data hashes, pooling, hyper-parameters, validation metrics |
+//! | `model_card.json` | format version, base-model and training-data hashes, spec, hyper-parameters, validation metrics |
 //!
 //! A directory is written beside its destination and swapped in, so readers
 //! never see a half-written model.
@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::base::{BaseModelHashes, read_limited};
 use crate::classifier::{IntentModel, OosCalibration};
-use crate::encoder::Pooling;
+use crate::encoder::FeatureSpec;
 use crate::error::{ModelError, Result};
 use crate::head::{Head, HeadParams};
 
@@ -80,7 +80,7 @@ pub struct ModelCard {
     pub trainer: String,
     pub base_model: BaseModelRef,
     pub training_data: TrainingDataRef,
-    pub pooling: Pooling,
+    pub features: FeatureSpec,
     pub head: HeadParams,
     pub seed: u64,
     pub validation: ValidationSummary,
@@ -203,7 +203,7 @@ impl Artifact {
             labels,
             head,
             temperature: calibration.temperature,
-            pooling: card.pooling.clone(),
+            features: card.features.clone(),
             memory,
             oos: calibration.oos,
             base: card.base_model.hashes.clone(),

@@ -1,5 +1,5 @@
 //! A persistent cache of sentence features, keyed by the sha256 of the text,
-//! one file per (base model, pooling). Retraining after editing a few
+//! one file per (base model, spec). Retraining after editing a few
 //! examples only encodes the new ones.
 //!
 //! File layout: an 8-byte magic, the feature width (u32 LE), then records of
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::base::BaseModelHashes;
-use crate::encoder::Pooling;
+use crate::encoder::FeatureSpec;
 use crate::error::{ModelError, Result};
 
 const MAGIC: &[u8; 8] = b"BBFEAT01";
@@ -34,11 +34,21 @@ pub struct FeatureCache {
 }
 
 impl FeatureCache {
-    /// Opens (or starts) the cache for a base model and pooling under `dir`.
-    pub fn open(dir: &Path, base: &BaseModelHashes, pooling: &Pooling, dim: usize) -> Result<Self> {
+    /// Opens (or starts) the cache for a base model and spec under `dir`.
+    pub fn open(
+        dir: &Path,
+        base: &BaseModelHashes,
+        spec: &FeatureSpec,
+        dim: usize,
+    ) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(ModelError::io(dir))?;
-        let layers: Vec<String> = pooling.layers.iter().map(ToString::to_string).collect();
-        let path = dir.join(format!("features-{}-l{}.bin", base.id(), layers.join("_")));
+        let layers: Vec<String> = spec.layers.iter().map(ToString::to_string).collect();
+        let path = dir.join(format!(
+            "features-{}-{}-l{}.bin",
+            base.id(),
+            spec.precision.as_str(),
+            layers.join("_")
+        ));
         let mut cache = Self {
             path,
             dim,
@@ -153,6 +163,7 @@ impl FeatureCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encoder::Precision;
 
     fn hashes() -> BaseModelHashes {
         BaseModelHashes {
@@ -165,8 +176,11 @@ mod tests {
     #[test]
     fn features_survive_reopening_and_torn_tails() {
         let dir = tempfile::tempdir().unwrap();
-        let pooling = Pooling { layers: vec![0, 6] };
-        let mut c = FeatureCache::open(dir.path(), &hashes(), &pooling, 3).unwrap();
+        let spec = FeatureSpec {
+            layers: vec![0, 6],
+            precision: Precision::Int8,
+        };
+        let mut c = FeatureCache::open(dir.path(), &hashes(), &spec, 3).unwrap();
         assert!(c.is_empty());
         c.insert_all(vec![
             (text_key("a"), vec![1.0, 2.0, 3.0]),
@@ -177,11 +191,11 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(c.path()).unwrap();
         f.write_all(&[7u8; 20]).unwrap();
         drop(f);
-        let mut c2 = FeatureCache::open(dir.path(), &hashes(), &pooling, 3).unwrap();
+        let mut c2 = FeatureCache::open(dir.path(), &hashes(), &spec, 3).unwrap();
         assert_eq!(c2.len(), 2);
         assert_eq!(c2.get(&text_key("b")), Some(&[4.0, 5.0, 6.0][..]));
         c2.insert_all(vec![(text_key("c"), vec![0.5; 3])]).unwrap();
-        let c3 = FeatureCache::open(dir.path(), &hashes(), &pooling, 3).unwrap();
+        let c3 = FeatureCache::open(dir.path(), &hashes(), &spec, 3).unwrap();
         assert_eq!(c3.len(), 3);
         assert_eq!(c3.get(&text_key("c")), Some(&[0.5; 3][..]));
     }
@@ -189,22 +203,42 @@ mod tests {
     #[test]
     fn other_models_and_widths_do_not_share_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let pooling = Pooling { layers: vec![6] };
-        let mut c = FeatureCache::open(dir.path(), &hashes(), &pooling, 2).unwrap();
+        let spec = FeatureSpec {
+            layers: vec![6],
+            precision: Precision::Int8,
+        };
+        let mut c = FeatureCache::open(dir.path(), &hashes(), &spec, 2).unwrap();
         c.insert_all(vec![(text_key("a"), vec![1.0, 2.0])]).unwrap();
         let other = BaseModelHashes {
             weights: "other".into(),
             ..hashes()
         };
         assert!(
-            FeatureCache::open(dir.path(), &other, &pooling, 2)
+            FeatureCache::open(dir.path(), &other, &spec, 2)
+                .unwrap()
+                .is_empty()
+        );
+        let f32_spec = FeatureSpec {
+            layers: vec![6],
+            precision: Precision::F32,
+        };
+        assert!(
+            FeatureCache::open(dir.path(), &hashes(), &f32_spec, 2)
                 .unwrap()
                 .is_empty()
         );
         assert!(
-            FeatureCache::open(dir.path(), &hashes(), &Pooling { layers: vec![0, 6] }, 2)
-                .unwrap()
-                .is_empty()
+            FeatureCache::open(
+                dir.path(),
+                &hashes(),
+                &FeatureSpec {
+                    layers: vec![0, 6],
+                    precision: Precision::Int8
+                },
+                2
+            )
+            .unwrap()
+            .is_empty()
         );
     }
 }

@@ -15,7 +15,7 @@ use candle_core::{D, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::base::BaseModelHashes;
-use crate::encoder::Pooling;
+use crate::encoder::FeatureSpec;
 use crate::head::Head;
 use crate::metrics::OUT_OF_SCOPE;
 
@@ -96,7 +96,7 @@ pub struct IntentModel {
     pub labels: Vec<String>,
     pub head: Head,
     pub temperature: f64,
-    pub pooling: Pooling,
+    pub features: FeatureSpec,
     /// Features of the in-scope training examples, `[m, dim]`, unit rows.
     pub memory: Tensor,
     pub oos: OosCalibration,

@@ -14,24 +14,59 @@ use tokenizers::{Tokenizer, TruncationParams};
 use crate::base::{BaseModelDir, BaseModelHashes};
 use crate::bert::{Bert, NormKind, l2_normalize, mean_pool};
 use crate::error::{ModelError, Result};
+use crate::fast::FastBert;
 
 /// Longest utterance (in word pieces, special tokens included) the encoder reads;
 /// the rest of a longer message is cut off.
 pub const MAX_TOKENS: usize = 128;
 
-/// How token states become one feature vector: the mean-pooled, L2-normalised
-/// hidden states of each listed layer (0 = embeddings, n = last layer),
-/// concatenated and scaled to unit length.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pooling {
-    pub layers: Vec<usize>,
+/// Which implementation of the encoder computes features. A model is served
+/// with the precision its head was trained on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// The int8 CPU encoder ([`crate::fast`]): the default for serving and training.
+    #[default]
+    Int8,
+    /// candle's f32 encoder (CPU or GPU).
+    F32,
 }
 
-impl Pooling {
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::F32 => "f32",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "int8" => Ok(Precision::Int8),
+            "f32" => Ok(Precision::F32),
+            other => Err(format!("unknown precision `{other}` (int8 or f32)")),
+        }
+    }
+}
+
+/// How token states become one feature vector: the mean-pooled, L2-normalised
+/// hidden states of each listed layer (0 = embeddings, n = last layer),
+/// concatenated and scaled to unit length, computed at `precision`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureSpec {
+    pub layers: Vec<usize>,
+    pub precision: Precision,
+}
+
+impl FeatureSpec {
     /// The sentence-transformers embedding: mean of the last layer, normalised.
-    pub fn last(num_layers: usize) -> Self {
+    pub fn last(num_layers: usize, precision: Precision) -> Self {
         Self {
             layers: vec![num_layers],
+            precision,
         }
     }
 
@@ -61,22 +96,54 @@ impl Tokens {
     }
 }
 
+/// The implementation that runs the transformer.
+#[derive(Debug)]
+enum Backend {
+    F32(Bert),
+    Int8(FastBert),
+}
+
 /// The frozen base encoder with its tokenizer.
 #[derive(Debug)]
 pub struct Encoder {
-    bert: Bert,
+    backend: Backend,
     tokenizer: Tokenizer,
     device: Device,
     hidden: usize,
+    layers: usize,
     hashes: BaseModelHashes,
 }
 
 impl Encoder {
-    /// Loads a base model directory (see [`BaseModelDir`]) for inference.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        Self::load_with(&BaseModelDir::open(dir)?, device, NormKind::Fused)
+    /// Loads a base model directory (see [`BaseModelDir`]) for inference at
+    /// `precision` (int8 runs on the CPU whatever `device` says).
+    pub fn load(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
+        let base = BaseModelDir::open(dir)?;
+        let f32 = Self::load_with(&base, device, NormKind::Fused)?;
+        match precision {
+            Precision::F32 => Ok(f32),
+            Precision::Int8 => {
+                let Backend::F32(bert) = &f32.backend else {
+                    unreachable!("load_with builds the f32 backend")
+                };
+                let fast = FastBert::from_bert(bert, 0).map_err(|e| {
+                    ModelError::invalid(
+                        base.weights_path(),
+                        format!("cannot build the int8 encoder: {e}"),
+                    )
+                })?;
+                // The f32 weights are dropped here: serving keeps only the int8 copy.
+                Ok(Self {
+                    backend: Backend::Int8(fast),
+                    device: Device::Cpu,
+                    ..f32
+                })
+            }
+        }
     }
 
+    /// Loads candle's f32 encoder with the given layer-norm implementation
+    /// (the differentiable one is for fine-tuning).
     pub fn load_with(base: &BaseModelDir, device: &Device, norm: NormKind) -> Result<Self> {
         let tokenizer = load_tokenizer(&base.tokenizer_path())?;
         let (bytes, hashes) = base.read_weights()?;
@@ -94,12 +161,20 @@ impl Encoder {
             )
         })?;
         Ok(Self {
-            bert,
+            layers: bert.num_layers(),
+            backend: Backend::F32(bert),
             tokenizer,
             device: device.clone(),
             hidden: base.config.hidden_size,
             hashes,
         })
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.backend {
+            Backend::F32(_) => Precision::F32,
+            Backend::Int8(_) => Precision::Int8,
+        }
     }
 
     pub fn hashes(&self) -> &BaseModelHashes {
@@ -111,11 +186,15 @@ impl Encoder {
     }
 
     pub fn num_layers(&self) -> usize {
-        self.bert.num_layers()
+        self.layers
     }
 
-    pub fn bert(&self) -> &Bert {
-        &self.bert
+    /// The candle encoder, when this is the f32 backend.
+    pub fn bert(&self) -> Option<&Bert> {
+        match &self.backend {
+            Backend::F32(b) => Some(b),
+            Backend::Int8(_) => None,
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -138,7 +217,7 @@ impl Encoder {
     pub fn embed_all(
         &self,
         texts: &[&str],
-        pooling: &Pooling,
+        spec: &FeatureSpec,
         token_budget: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<Vec<f32>>> {
@@ -158,7 +237,7 @@ impl Encoder {
                 end += 1;
             }
             let batch: Vec<&Tokens> = order[start..end].iter().map(|&i| &tokens[i]).collect();
-            let feats = self.embed_tokens(&batch, pooling)?;
+            let feats = self.embed_tokens(&batch, spec)?;
             for (row, &i) in feats.into_iter().zip(&order[start..end]) {
                 out[i] = row;
             }
@@ -168,31 +247,42 @@ impl Encoder {
         Ok(out)
     }
 
-    /// Features for one padded batch.
-    pub fn embed_tokens(&self, batch: &[&Tokens], pooling: &Pooling) -> Result<Vec<Vec<f32>>> {
-        let (ids, type_ids, mask) = pad_batch(batch, &self.device)?;
-        let states = self
-            .bert
-            .forward_layers(&ids, &type_ids, &mask, pooling.deepest())?;
-        let feats = pool_states(&states, &mask, pooling)?;
-        Ok(feats.to_vec2::<f32>()?)
+    /// Features for one batch. The spec's precision must be this encoder's:
+    /// features of the two implementations differ slightly.
+    pub fn embed_tokens(&self, batch: &[&Tokens], spec: &FeatureSpec) -> Result<Vec<Vec<f32>>> {
+        if spec.precision != self.precision() {
+            return Err(ModelError::Inference(format!(
+                "features were specified at {} precision but the encoder runs at {}",
+                spec.precision.as_str(),
+                self.precision().as_str()
+            )));
+        }
+        match &self.backend {
+            Backend::Int8(fast) => Ok(fast.embed(batch, spec)),
+            Backend::F32(bert) => {
+                let (ids, type_ids, mask) = pad_batch(batch, &self.device)?;
+                let states = bert.forward_layers(&ids, &type_ids, &mask, spec.deepest())?;
+                let feats = pool_states(&states, &mask, spec)?;
+                Ok(feats.to_vec2::<f32>()?)
+            }
+        }
     }
 }
 
-/// Applies a [`Pooling`] to the hidden states returned by [`Bert::forward_layers`]:
+/// Applies a [`FeatureSpec`] to the hidden states returned by [`Bert::forward_layers`]:
 /// each layer's mean is normalised, the parts concatenated and scaled so the
 /// whole vector has unit length (dot products are cosine similarities).
 pub fn pool_states(
     states: &[Tensor],
     mask: &Tensor,
-    pooling: &Pooling,
+    spec: &FeatureSpec,
 ) -> candle_core::Result<Tensor> {
-    let parts = pooling
+    let parts = spec
         .layers
         .iter()
         .map(|&l| l2_normalize(&mean_pool(&states[l], mask)?))
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Tensor::cat(&parts, 1)? / (pooling.layers.len().max(1) as f64).sqrt()
+    Tensor::cat(&parts, 1)? / (spec.layers.len().max(1) as f64).sqrt()
 }
 
 /// Pads a batch to its longest member: `(ids, type_ids, mask)`, each `[batch, tokens]`.

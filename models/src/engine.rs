@@ -192,7 +192,7 @@ fn run_round(encoder: &Encoder, model: &IntentModel, round: Vec<Request>, cfg: &
         let chunk: Vec<(Request, Tokens)> = live.drain(n - take..).rev().collect();
         let batch: Vec<&Tokens> = chunk.iter().map(|(_, t)| t).collect();
         let result = encoder
-            .embed_tokens(&batch, &model.pooling)
+            .embed_tokens(&batch, &model.features)
             .and_then(|f| head::stack(&f, &candle_core::Device::Cpu))
             .and_then(|x| model.predict(&x, cfg.top_k).map_err(ModelError::from));
         match result {

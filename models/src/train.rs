@@ -1,7 +1,7 @@
 //! The default trainer: frozen encoder features + a softmax head.
 //!
 //! 1. Features: mean-pooled, normalised hidden states of several encoder
-//!    layers (see [`default_pooling`]), read from the feature cache when known.
+//!    layers (see [`default_features`]), read from the feature cache when known.
 //! 2. A seeded, stratified internal split (80/20 by default) picks the L2
 //!    strength from a small grid by validation accuracy.
 //! 3. The model trained on the 80 % gives calibration rows (unless a separate
@@ -23,7 +23,7 @@ use crate::base::pinned;
 use crate::cache::{FeatureCache, text_key};
 use crate::calibrate::{ScoredRow, choose_threshold, fit_temperature};
 use crate::classifier::{IntentModel, OosCalibration, OosSignals, Stat};
-use crate::encoder::{Encoder, Pooling};
+use crate::encoder::{Encoder, FeatureSpec, Precision};
 use crate::error::{ModelError, Result};
 use crate::head::{self, HeadParams};
 use crate::metrics::{self, OUT_OF_SCOPE, Outcome};
@@ -82,8 +82,8 @@ pub struct TrainConfig {
     pub oos_weight: f64,
     /// Share of in-scope rows rejected when no out-of-scope examples exist.
     pub fallback_reject: f64,
-    /// Feature pooling; `None` for [`default_pooling`].
-    pub pooling: Option<Pooling>,
+    /// Feature spec; `None` for [`default_features`].
+    pub features: Option<FeatureSpec>,
     /// Padded tokens per encoder batch.
     pub token_budget: usize,
 }
@@ -100,7 +100,7 @@ impl Default for TrainConfig {
             learning_rate: 0.05,
             oos_weight: 0.15,
             fallback_reject: 0.02,
-            pooling: None,
+            features: None,
             token_budget: 2048,
         }
     }
@@ -123,17 +123,17 @@ pub enum TrainEvent {
 /// The embedding layer and three evenly spaced layers ending at the last:
 /// `[0, 2, 4, 6]` for a 6-layer encoder. Lexical (layer 0), intermediate and
 /// final representations together beat the last layer alone.
-pub fn default_pooling(num_layers: usize) -> Pooling {
+pub fn default_features(num_layers: usize, precision: Precision) -> FeatureSpec {
     let mut layers = vec![0, num_layers / 3, 2 * num_layers / 3, num_layers];
     layers.dedup();
-    Pooling { layers }
+    FeatureSpec { layers, precision }
 }
 
 /// Features for `texts` in order, from the cache where possible.
 pub fn features(
     encoder: &Encoder,
     texts: &[&str],
-    pooling: &Pooling,
+    spec: &FeatureSpec,
     cache: Option<&mut FeatureCache>,
     token_budget: usize,
     mut on_event: impl FnMut(TrainEvent),
@@ -154,7 +154,7 @@ pub fn features(
     let total = todo.len();
     on_event(TrainEvent::Embedding { done: 0, total });
     let mut done = 0;
-    let computed = encoder.embed_all(&todo, pooling, token_budget, |n| {
+    let computed = encoder.embed_all(&todo, spec, token_budget, |n| {
         done += n;
         on_event(TrainEvent::Embedding { done, total });
     })?;
@@ -222,7 +222,7 @@ struct FitInputs<'a> {
     labels: &'a [String],
     seed: u64,
     base: &'a crate::base::BaseModelHashes,
-    pooling: &'a Pooling,
+    spec: &'a FeatureSpec,
 }
 
 /// Trains a head on the rows `rows` of the inputs.
@@ -239,7 +239,7 @@ fn fit(
         labels,
         seed,
         base,
-        pooling,
+        spec,
     } = *inputs;
     let device = candle_core::Device::Cpu;
     let index: BTreeMap<&str, u32> = labels
@@ -271,7 +271,7 @@ fn fit(
         labels: labels.to_vec(),
         head: trained,
         temperature: 1.0,
-        pooling: pooling.clone(),
+        features: spec.clone(),
         memory,
         oos: OosCalibration {
             knn: Stat {
@@ -406,14 +406,14 @@ pub fn train(
     mut on_event: impl FnMut(TrainEvent),
 ) -> Result<Artifact> {
     let started = Instant::now();
-    let pooling = cfg
-        .pooling
+    let spec = cfg
+        .features
         .clone()
-        .unwrap_or_else(|| default_pooling(encoder.num_layers()));
-    if pooling.layers.is_empty() || pooling.layers.iter().any(|&l| l > encoder.num_layers()) {
+        .unwrap_or_else(|| default_features(encoder.num_layers(), encoder.precision()));
+    if spec.layers.is_empty() || spec.layers.iter().any(|&l| l > encoder.num_layers()) {
         return Err(ModelError::TrainingData(format!(
-            "pooling layers {:?} do not fit the encoder's {} layers",
-            pooling.layers,
+            "spec layers {:?} do not fit the encoder's {} layers",
+            spec.layers,
             encoder.num_layers()
         )));
     }
@@ -421,7 +421,7 @@ pub fn train(
     let feats = features(
         encoder,
         &texts,
-        &pooling,
+        &spec,
         cache.as_deref_mut(),
         cfg.token_budget,
         &mut on_event,
@@ -432,7 +432,7 @@ pub fn train(
             Some(features(
                 encoder,
                 &texts,
-                &pooling,
+                &spec,
                 cache,
                 cfg.token_budget,
                 &mut on_event,
@@ -442,7 +442,7 @@ pub fn train(
     };
     let cal = calibration.zip(cal_feats.as_deref());
     let mut artifact =
-        train_on_features(data, &feats, cal, cfg, encoder.hashes(), &pooling, on_event)?;
+        train_on_features(data, &feats, cal, cfg, encoder.hashes(), &spec, on_event)?;
     artifact.card.training_seconds = started.elapsed().as_secs_f64();
     Ok(artifact)
 }
@@ -454,7 +454,7 @@ pub fn train_on_features(
     calibration: Option<(&[LabelledText], &[Vec<f32>])>,
     cfg: &TrainConfig,
     base: &crate::base::BaseModelHashes,
-    pooling: &Pooling,
+    spec: &FeatureSpec,
     mut on_event: impl FnMut(TrainEvent),
 ) -> Result<Artifact> {
     let started = Instant::now();
@@ -488,7 +488,7 @@ pub fn train_on_features(
         ));
     }
     let base = base.clone();
-    let pooling = pooling.clone();
+    let spec = spec.clone();
     let (train_idx, val_idx) = split(data, cfg.validation_fraction, cfg.seed);
     let params_for = |c: f64, n: usize| {
         let batch_size = if cfg.batch_size == 0 {
@@ -514,7 +514,7 @@ pub fn train_on_features(
         labels: &labels,
         seed: cfg.seed,
         base: &base,
-        pooling: &pooling,
+        spec: &spec,
     };
 
     // Model selection on the internal split.
@@ -606,7 +606,7 @@ pub fn train_on_features(
             intents: n_in,
             out_of_scope_examples: n_oos,
         },
-        pooling: pooling.clone(),
+        features: spec.clone(),
         head: final_model.params,
         seed: cfg.seed,
         validation,
@@ -633,7 +633,7 @@ pub fn predict_texts(
     top_k: usize,
     token_budget: usize,
 ) -> Result<Vec<crate::classifier::Prediction>> {
-    let feats = encoder.embed_all(texts, &model.pooling, token_budget, |_| {})?;
+    let feats = encoder.embed_all(texts, &model.features, token_budget, |_| {})?;
     if feats.is_empty() {
         return Ok(Vec::new());
     }
@@ -677,10 +677,10 @@ mod tests {
     }
 
     #[test]
-    fn default_pooling_spans_the_encoder() {
-        assert_eq!(default_pooling(6).layers, [0, 2, 4, 6]);
-        assert_eq!(default_pooling(12).layers, [0, 4, 8, 12]);
-        assert_eq!(default_pooling(1).layers, [0, 1]);
+    fn default_features_spans_the_encoder() {
+        assert_eq!(default_features(6, Precision::Int8).layers, [0, 2, 4, 6]);
+        assert_eq!(default_features(12, Precision::F32).layers, [0, 4, 8, 12]);
+        assert_eq!(default_features(1, Precision::Int8).layers, [0, 1]);
     }
 
     #[test]

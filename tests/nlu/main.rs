@@ -13,14 +13,20 @@ use bankbot_models::ModelError;
 use bankbot_models::artifact::Artifact;
 use bankbot_models::base::BaseModelDir;
 use bankbot_models::bert::NormKind;
-use bankbot_models::encoder::{Encoder, Pooling, pad_batch};
+use bankbot_models::encoder::{Encoder, FeatureSpec, Precision, pad_batch};
 use bankbot_models::engine::{Engine, EngineConfig};
 use bankbot_models::train::{self, LabelledText, TrainConfig};
 use candle_core::Device;
 use common::*;
 
+/// The serving encoder (int8).
 fn encoder() -> Encoder {
-    Encoder::load(&base_model(), &Device::Cpu).unwrap()
+    Encoder::load(&base_model(), &Device::Cpu, Precision::Int8).unwrap()
+}
+
+/// candle's f32 encoder, the reference.
+fn reference() -> Encoder {
+    Encoder::load(&base_model(), &Device::Cpu, Precision::F32).unwrap()
 }
 
 /// A model trained on the small catalogue, shared by the engine tests.
@@ -51,59 +57,84 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn sentence_embeddings_group_paraphrases() {
-    let e = encoder();
-    let p = Pooling::last(e.num_layers());
-    let v = e
-        .embed_all(
-            &[
-                "I lost my card",
-                "my card has gone missing",
-                "what's the weather like",
-            ],
-            &p,
-            512,
-            |_| {},
-        )
-        .unwrap();
-    assert!(
-        (cosine(&v[0], &v[0]) - 1.0).abs() < 1e-4,
-        "features are unit length"
-    );
-    assert!(
-        cosine(&v[0], &v[1]) > 0.7,
-        "paraphrases: {}",
-        cosine(&v[0], &v[1])
-    );
-    assert!(
-        cosine(&v[0], &v[2]) < 0.3,
-        "unrelated: {}",
-        cosine(&v[0], &v[2])
-    );
+fn sentence_embeddings_group_paraphrases_in_both_encoders() {
+    for e in [encoder(), reference()] {
+        let p = FeatureSpec::last(e.num_layers(), e.precision());
+        let texts = [
+            "I lost my card",
+            "my card has gone missing",
+            "what's the weather like",
+        ];
+        let v = e.embed_all(&texts, &p, 512, |_| {}).unwrap();
+        assert!(
+            (cosine(&v[0], &v[0]) - 1.0).abs() < 1e-4,
+            "features are unit length"
+        );
+        assert!(
+            cosine(&v[0], &v[1]) > 0.7,
+            "{:?} paraphrases: {}",
+            e.precision(),
+            cosine(&v[0], &v[1])
+        );
+        assert!(
+            cosine(&v[0], &v[2]) < 0.3,
+            "{:?} unrelated: {}",
+            e.precision(),
+            cosine(&v[0], &v[2])
+        );
+    }
 }
 
 #[test]
-fn padding_does_not_change_features() {
-    let e = encoder();
-    let p = Pooling {
+fn batch_neighbours_do_not_change_features() {
+    for e in [encoder(), reference()] {
+        let p = FeatureSpec {
+            layers: vec![0, 2, 4, 6],
+            precision: e.precision(),
+        };
+        let short = e.tokenize("card stolen").unwrap();
+        let long = e
+            .tokenize("I was on the bus this morning and when I got off my wallet with all my cards was gone")
+            .unwrap();
+        let alone = e.embed_tokens(&[&short], &p).unwrap();
+        let batched = e.embed_tokens(&[&long, &short, &long], &p).unwrap();
+        let max_diff = alone[0]
+            .iter()
+            .zip(&batched[1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max_diff < 1e-5,
+            "{:?}: batching changed the features by {max_diff}",
+            e.precision()
+        );
+    }
+}
+
+#[test]
+fn int8_features_track_the_f32_reference() {
+    let (fast, exact) = (encoder(), reference());
+    let rows = bankbot::evalset::load(&repo_root().join("training-data/heldout.yaml")).unwrap();
+    let texts: Vec<&str> = rows.iter().step_by(4).map(|r| r.text.as_str()).collect();
+    let spec = |e: &Encoder| FeatureSpec {
         layers: vec![0, 2, 4, 6],
+        precision: e.precision(),
     };
-    let short = e.tokenize("card stolen").unwrap();
-    let long = e
-        .tokenize(
-            "I was on the bus this morning and when I got off my wallet with all my cards was gone",
-        )
+    let a = fast.embed_all(&texts, &spec(&fast), 2048, |_| {}).unwrap();
+    let b = exact
+        .embed_all(&texts, &spec(&exact), 2048, |_| {})
         .unwrap();
-    let alone = e.embed_tokens(&[&short], &p).unwrap();
-    let batched = e.embed_tokens(&[&short, &long], &p).unwrap();
-    let max_diff = alone[0]
-        .iter()
-        .zip(&batched[0])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let sims: Vec<f32> = a.iter().zip(&b).map(|(x, y)| cosine(x, y)).collect();
+    let mean = sims.iter().sum::<f32>() / sims.len() as f32;
+    let worst = sims.iter().cloned().fold(1.0f32, f32::min);
     assert!(
-        max_diff < 1e-5,
-        "padding changed the features by {max_diff}"
+        mean > 0.995 && worst > 0.98,
+        "int8 vs f32 cosine: mean {mean}, worst {worst}"
+    );
+    // A spec for the other precision is refused rather than silently mixed.
+    assert!(
+        fast.embed_all(&texts[..1], &spec(&exact), 2048, |_| {})
+            .is_err()
     );
 }
 
@@ -118,8 +149,8 @@ fn the_differentiable_encoder_matches_the_fused_one() {
     ];
     let refs: Vec<_> = toks.iter().collect();
     let (ids, types, mask) = pad_batch(&refs, &Device::Cpu).unwrap();
-    let a = fused.bert().forward(&ids, &types, &mask).unwrap();
-    let b = slow.bert().forward(&ids, &types, &mask).unwrap();
+    let a = fused.bert().unwrap().forward(&ids, &types, &mask).unwrap();
+    let b = slow.bert().unwrap().forward(&ids, &types, &mask).unwrap();
     for (x, y) in a.iter().zip(&b) {
         let d = (x - y)
             .unwrap()

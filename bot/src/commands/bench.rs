@@ -61,16 +61,14 @@ fn latency(paths: &Paths, args: &LatencyArgs) -> anyhow::Result<bool> {
         Err(d) => bail!("{d}"),
     };
     // Make sure a trained model exists before timing the load.
-    {
-        let encoder = nlu::load_encoder(paths, true)?;
-        if args.source.model.is_none() {
-            nlu::ensure_default_model(
-                paths,
-                &args.source.intents,
-                std::path::Path::new(crate::paths::DEFAULT_MODEL_DIR),
-                &encoder,
-            )?;
-        }
+    if args.source.model.is_none() {
+        let encoder = nlu::load_encoder(paths, true, nlu::default_precision())?;
+        nlu::ensure_default_model(
+            paths,
+            &args.source.intents,
+            std::path::Path::new(crate::paths::DEFAULT_MODEL_DIR),
+            &encoder,
+        )?;
     }
     let model_dir = args
         .source
@@ -78,8 +76,8 @@ fn latency(paths: &Paths, args: &LatencyArgs) -> anyhow::Result<bool> {
         .clone()
         .unwrap_or_else(|| crate::paths::DEFAULT_MODEL_DIR.into());
     let t0 = Instant::now();
-    let encoder = nlu::load_encoder(paths, false)?;
-    let artifact = nlu::load_trained(&model_dir, &encoder)?;
+    let (encoder, artifact) = nlu::load_model_and_encoder(paths, &model_dir, false)?;
+    let precision = encoder.precision();
     let engine = Arc::new(Engine::start(
         encoder,
         artifact.model,
@@ -96,6 +94,15 @@ fn latency(paths: &Paths, args: &LatencyArgs) -> anyhow::Result<bool> {
         single.push(t.elapsed());
     }
     single.sort();
+    println!(
+        "encoder: {} ({})",
+        precision.as_str(),
+        match precision {
+            bankbot_models::encoder::Precision::Int8 =>
+                format!("{:?} kernels", bankbot_models::fast::gemm::Isa::detect()),
+            bankbot_models::encoder::Precision::F32 => "candle".to_owned(),
+        }
+    );
     let tokens: f64 = texts
         .iter()
         .map(|t| t.split_whitespace().count() as f64)
@@ -199,17 +206,21 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
     let train_rows = split(&["train", "oos_train"])?;
     let cal_rows = split(&["val", "oos_val"])?;
     let test_rows = split(&["test", "oos_test"])?;
-    let encoder = nlu::load_encoder(paths, true)?;
+    let encoder = nlu::load_encoder(
+        paths,
+        true,
+        args.precision.unwrap_or_else(nlu::default_precision),
+    )?;
     let cfg = TrainConfig {
         seed: args.seed,
         ..TrainConfig::default()
     };
-    let pooling = train::default_pooling(encoder.num_layers());
+    let spec = train::default_features(encoder.num_layers(), encoder.precision());
     let mut cache = FeatureCache::open(
         &paths.features_dir(),
         encoder.hashes(),
-        &pooling,
-        pooling.dim(encoder.hidden_size()),
+        &spec,
+        spec.dim(encoder.hidden_size()),
     )
     .ok();
     let pb = nlu::progress_bar();
@@ -219,7 +230,7 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
         train::features(
             &encoder,
             &texts,
-            &pooling,
+            &spec,
             cache.as_mut(),
             cfg.token_budget,
             nlu::on_train_event(&pb),
@@ -234,7 +245,7 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
         Some((&cal_rows, &cal_f)),
         &cfg,
         encoder.hashes(),
-        &pooling,
+        &spec,
         nlu::on_train_event(&pb),
     )?;
     let train_s = t.elapsed().as_secs_f64();

@@ -3,7 +3,7 @@
 //! of different intents that mean nearly the same are reported too.
 
 use bankbot_models::cache::FeatureCache;
-use bankbot_models::encoder::{Encoder, Pooling};
+use bankbot_models::encoder::{Encoder, FeatureSpec};
 use bankbot_models::train::{features, to_tensor};
 
 use crate::catalogue::{self, Catalogue, Example, normalise};
@@ -63,7 +63,12 @@ fn near_duplicates(
     if !paths.base_model.join("model.safetensors").is_file() {
         return Ok(None);
     }
-    let encoder = Encoder::load(&paths.base_model, &bankbot_models::candle_device())?;
+    let precision = crate::nlu::default_precision();
+    let encoder = Encoder::load(
+        &paths.base_model,
+        &bankbot_models::candle_device(),
+        precision,
+    )?;
     let all: Vec<(&str, &Example)> = cat
         .intents
         .iter()
@@ -71,15 +76,15 @@ fn near_duplicates(
         .flat_map(|i| i.examples.iter().map(move |e| (i.name.as_str(), e)))
         .collect();
     let texts: Vec<&str> = all.iter().map(|(_, e)| e.text()).collect();
-    let pooling = Pooling::last(encoder.num_layers());
+    let spec = FeatureSpec::last(encoder.num_layers(), precision);
     let mut cache = FeatureCache::open(
         &paths.features_dir(),
         encoder.hashes(),
-        &pooling,
+        &spec,
         encoder.hidden_size(),
     )
     .ok();
-    let feats = features(&encoder, &texts, &pooling, cache.as_mut(), 2048, |_| {})?;
+    let feats = features(&encoder, &texts, &spec, cache.as_mut(), 2048, |_| {})?;
     let x = to_tensor(&feats)?;
     let sims = x.matmul(&x.t()?)?.to_vec2::<f32>()?;
     let norm: Vec<String> = all.iter().map(|(_, e)| normalise(e.text())).collect();

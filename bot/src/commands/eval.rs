@@ -33,8 +33,7 @@ pub fn run(paths: &Paths, args: &EvalArgs) -> anyhow::Result<bool> {
                 Ok(rows) => rows,
                 Err(d) => bail!("{d}"),
             };
-            let encoder = nlu::load_encoder(paths, true)?;
-            let artifact = nlu::load_trained(&args.model, &encoder)?;
+            let (encoder, artifact) = nlu::load_model_and_encoder(paths, &args.model, true)?;
             let labelled: Vec<LabelledText> = rows.iter().map(evalset::EvalRow::labelled).collect();
             let sources: Vec<Source> = rows.iter().map(|r| r.source.clone()).collect();
             let bytes =
@@ -117,7 +116,7 @@ fn evaluate(
     data: DataRef,
 ) -> anyhow::Result<EvalReport> {
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let feats = encoder.embed_all(&texts, &artifact.model.pooling, 2048, |_| {})?;
+    let feats = encoder.embed_all(&texts, &artifact.model.features, 2048, |_| {})?;
     let x = train::to_tensor(&feats)?;
     let (probs, signals) = artifact.model.signals(&x)?;
     let preds: Vec<_> = probs
@@ -220,14 +219,14 @@ fn cross_validate(paths: &Paths, intents: &Path, k: usize) -> anyhow::Result<Eva
         .chain(cat.out_of_scope.as_ref())
         .flat_map(|i| i.examples.iter().map(|e| e.source.clone()))
         .collect();
-    let encoder = nlu::load_encoder(paths, true)?;
+    let encoder = nlu::load_encoder(paths, true, nlu::default_precision())?;
     let cfg = TrainConfig::default();
-    let pooling = train::default_pooling(encoder.num_layers());
+    let spec = train::default_features(encoder.num_layers(), encoder.precision());
     let mut cache = FeatureCache::open(
         &paths.features_dir(),
         encoder.hashes(),
-        &pooling,
-        pooling.dim(encoder.hidden_size()),
+        &spec,
+        spec.dim(encoder.hidden_size()),
     )
     .ok();
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
@@ -235,7 +234,7 @@ fn cross_validate(paths: &Paths, intents: &Path, k: usize) -> anyhow::Result<Eva
     let feats = train::features(
         &encoder,
         &texts,
-        &pooling,
+        &spec,
         cache.as_mut(),
         cfg.token_budget,
         nlu::on_train_event(&pb),
@@ -261,8 +260,7 @@ fn cross_validate(paths: &Paths, intents: &Path, k: usize) -> anyhow::Result<Eva
         let tr: Vec<LabelledText> = train_i.iter().map(|&i| rows[i].clone()).collect();
         let tr_f: Vec<Vec<f32>> = train_i.iter().map(|&i| feats[i].clone()).collect();
         pb.set_message(format!("fold {}/{k}", f + 1));
-        let a =
-            train::train_on_features(&tr, &tr_f, None, &cfg, encoder.hashes(), &pooling, |_| {})?;
+        let a = train::train_on_features(&tr, &tr_f, None, &cfg, encoder.hashes(), &spec, |_| {})?;
         let te_f: Vec<Vec<f32>> = test_i.iter().map(|&i| feats[i].clone()).collect();
         for (&i, p) in test_i
             .iter()

@@ -31,7 +31,11 @@ pub fn run(paths: &Paths, args: &TrainArgs) -> anyhow::Result<bool> {
     if !(0.0..=10.0).contains(&args.oos_weight) {
         bail!("--oos-weight must be between 0 and 10");
     }
-    let encoder = nlu::load_encoder(paths, true)?;
+    let encoder = nlu::load_encoder(
+        paths,
+        true,
+        args.precision.unwrap_or_else(nlu::default_precision),
+    )?;
     let cfg = TrainConfig {
         seed: args.seed,
         oos_weight: args.oos_weight,

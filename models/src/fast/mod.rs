@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use candle_core::Tensor;
 
 use crate::bert::Bert;
-use crate::encoder::{Pooling, Tokens};
+use crate::encoder::{FeatureSpec, Tokens};
 use gemm::{Epilogue, Isa, QMatrix, QRows};
 
 /// Work (multiply-adds) below which a product is not split across threads.
@@ -139,19 +139,19 @@ impl FastBert {
         self.layers.len()
     }
 
-    /// Pooled features (see [`Pooling`]) for a batch of tokenised utterances.
-    pub fn embed(&self, batch: &[&Tokens], pooling: &Pooling) -> Vec<Vec<f32>> {
+    /// Pooled features (see [`FeatureSpec`]) for a batch of tokenised utterances.
+    pub fn embed(&self, batch: &[&Tokens], spec: &FeatureSpec) -> Vec<Vec<f32>> {
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         let scratch: &mut Scratch = &mut guard;
-        self.pool.install(|| self.forward(batch, pooling, scratch))
+        self.pool.install(|| self.forward(batch, spec, scratch))
     }
 
-    fn forward(&self, batch: &[&Tokens], pooling: &Pooling, s: &mut Scratch) -> Vec<Vec<f32>> {
+    fn forward(&self, batch: &[&Tokens], spec: &FeatureSpec, s: &mut Scratch) -> Vec<Vec<f32>> {
         let h = self.hidden;
         let lens: Vec<usize> = batch.iter().map(|t| t.len()).collect();
         let m: usize = lens.iter().sum();
-        // Per pooled layer (in pooling order), the normalised mean of each utterance.
-        let mut parts: Vec<Option<Vec<Vec<f32>>>> = vec![None; pooling.layers.len()];
+        // Per pooled layer (in spec order), the normalised mean of each utterance.
+        let mut parts: Vec<Option<Vec<Vec<f32>>>> = vec![None; spec.layers.len()];
         if m == 0 {
             return vec![Vec::new(); batch.len()];
         }
@@ -179,13 +179,13 @@ impl FastBert {
             &self.emb_ln.1,
             self.eps,
         );
-        self.pool_layer(0, &s.x, &lens, pooling, &mut parts);
-        let depth = pooling.deepest().min(self.layers.len());
+        self.pool_layer(0, &s.x, &lens, spec, &mut parts);
+        let depth = spec.deepest().min(self.layers.len());
         for (li, layer) in self.layers.iter().take(depth).enumerate() {
             self.layer(layer, &lens, m, s);
-            self.pool_layer(li + 1, &s.x, &lens, pooling, &mut parts);
+            self.pool_layer(li + 1, &s.x, &lens, spec, &mut parts);
         }
-        let scale = 1.0 / (pooling.layers.len().max(1) as f32).sqrt();
+        let scale = 1.0 / (spec.layers.len().max(1) as f32).sqrt();
         (0..batch.len())
             .map(|u| {
                 parts
@@ -198,17 +198,17 @@ impl FastBert {
     }
 
     /// Stores the normalised mean of layer `layer`'s states for every
-    /// utterance in each pooling slot that asks for that layer.
+    /// utterance in each spec slot that asks for that layer.
     fn pool_layer(
         &self,
         layer: usize,
         x: &[f32],
         lens: &[usize],
-        pooling: &Pooling,
+        spec: &FeatureSpec,
         parts: &mut [Option<Vec<Vec<f32>>>],
     ) {
-        let slots: Vec<usize> = (0..pooling.layers.len())
-            .filter(|&i| pooling.layers[i] == layer)
+        let slots: Vec<usize> = (0..spec.layers.len())
+            .filter(|&i| spec.layers[i] == layer)
             .collect();
         if slots.is_empty() {
             return;
