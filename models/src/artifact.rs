@@ -17,7 +17,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::base::{BaseModelHashes, read_limited};
-use crate::classifier::{IntentModel, OosCalibration};
+use crate::classifier::{ExampleMemory, IntentModel, OosCalibration};
 use crate::encoder::FeatureSpec;
 use crate::error::{ModelError, Result};
 use crate::head::{Head, HeadParams};
@@ -121,11 +121,10 @@ impl Artifact {
     }
 
     fn write_files(&self, dir: &Path) -> Result<()> {
-        let mut tensors = self.model.head.tensors();
-        tensors.insert(
-            MEMORY_TENSOR.to_owned(),
-            self.model.memory.to_dtype(DType::F16)?,
-        );
+        let mut tensors = self.model.head_tensors()?;
+        let m = &self.model.memory;
+        let memory = Tensor::from_slice(m.data(), (m.rows(), m.dim()), &Device::Cpu)?;
+        tensors.insert(MEMORY_TENSOR.to_owned(), memory.to_dtype(DType::F16)?);
         let head_path = dir.join(HEAD_FILE);
         candle_core::safetensors::save(&tensors, &head_path)?;
         write_json(&dir.join(LABELS_FILE), &self.model.labels)?;
@@ -199,9 +198,10 @@ impl Artifact {
                 "calibration temperature must be a positive number".into()
             ));
         }
+        let memory = ExampleMemory::new(memory.flatten_all()?.to_vec1::<f32>()?, dim);
         let model = IntentModel {
             labels,
-            head,
+            layers: IntentModel::dense_layers(&head)?,
             temperature: calibration.temperature,
             features: card.features.clone(),
             memory,

@@ -11,11 +11,17 @@
 //! `score = z(knn) + z(msp) - z(poos)`; the utterance is out of scope when the
 //! score is below the calibrated threshold.
 
-use candle_core::{D, Tensor};
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::base::BaseModelHashes;
 use crate::encoder::FeatureSpec;
+use crate::fast::gemm::{Epilogue, Isa, QMatrix, QRows, matmul_cols};
+use crate::fast::ops::{gelu_in_place, lane_dot, multiversion};
+
 use crate::head::Head;
 use crate::metrics::OUT_OF_SCOPE;
 
@@ -89,21 +95,74 @@ pub struct Prediction {
     pub oos_score: f32,
 }
 
-/// Everything needed to turn features into predictions.
+/// One dense layer of the head in inference form: `y = W x + b`, `W` row-major
+/// `[outputs, inputs]` so each output is one contiguous dot product.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// Everything needed to turn features into predictions. Inference is plain
+/// vectorised Rust: per utterance it is a few thousand multiply-adds for the
+/// head and one pass over the example memory, where framework overhead would
+/// cost more than the arithmetic.
 #[derive(Debug, Clone)]
 pub struct IntentModel {
     /// Head classes in order; `out_of_scope`, when trained, is the last.
     pub labels: Vec<String>,
-    pub head: Head,
+    /// Dense layers with GELU between them.
+    pub layers: Vec<Dense>,
     pub temperature: f64,
     pub features: FeatureSpec,
-    /// Features of the in-scope training examples, `[m, dim]`, unit rows.
-    pub memory: Tensor,
+    /// Features of the in-scope training examples, for nearest-neighbour similarity.
+    pub memory: ExampleMemory,
     pub oos: OosCalibration,
     pub base: BaseModelHashes,
 }
 
+/// Queries scored on the calling thread before work is spread over threads.
+const PARALLEL_QUERIES: usize = 64;
+
 impl IntentModel {
+    /// Converts a trained candle head.
+    pub fn dense_layers(head: &Head) -> candle_core::Result<Vec<Dense>> {
+        head.layers()
+            .iter()
+            .map(|(w, b)| {
+                let (inputs, outputs) = w.dims2()?;
+                Ok(Dense {
+                    inputs,
+                    outputs,
+                    weight: w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?,
+                    bias: b.to_vec1::<f32>()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The head as candle tensors (`layer{i}.weight` `[in, out]`, `layer{i}.bias`).
+    pub fn head_tensors(&self) -> candle_core::Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let w = Tensor::from_slice(&l.weight, (l.outputs, l.inputs), &Device::Cpu)?
+                .t()?
+                .contiguous()?;
+            out.insert(format!("layer{i}.weight"), w);
+            out.insert(
+                format!("layer{i}.bias"),
+                Tensor::from_slice(&l.bias, l.outputs, &Device::Cpu)?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.inputs)
+    }
+
     pub fn has_oos_class(&self) -> bool {
         self.labels.last().is_some_and(|l| l == OUT_OF_SCOPE)
     }
@@ -113,38 +172,72 @@ impl IntentModel {
         self.labels.len() - usize::from(self.has_oos_class())
     }
 
-    /// Calibrated class probabilities and detector signals for `[batch, dim]` features.
-    pub fn signals(
-        &self,
-        features: &Tensor,
-    ) -> candle_core::Result<(Vec<Vec<f32>>, Vec<OosSignals>)> {
-        let logits = (self.head.logits(features)? / self.temperature)?;
-        let probs = candle_nn::ops::softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
-        let knn = features
-            .matmul(&self.memory.t()?)?
-            .max(D::Minus1)?
-            .to_vec1::<f32>()?;
-        let n_in = self.intents();
-        let signals = probs
-            .iter()
-            .zip(knn)
-            .map(|(p, knn)| OosSignals {
-                knn,
-                msp: p[..n_in].iter().copied().fold(0.0, f32::max),
-                poos: if self.has_oos_class() { p[n_in] } else { 0.0 },
-            })
-            .collect();
-        Ok((probs, signals))
+    /// Raw logits of one feature vector.
+    pub fn logits(&self, x: &[f32]) -> Vec<f32> {
+        let mut h = x.to_vec();
+        for (i, l) in self.layers.iter().enumerate() {
+            let mut y = vec![0f32; l.outputs];
+            dense(Isa::detect(), l, &h, &mut y);
+            if i + 1 < self.layers.len() {
+                gelu_in_place(Isa::detect(), &mut y);
+            }
+            h = y;
+        }
+        h
     }
 
-    /// Predictions for `[batch, dim]` features, with the top `top_k` intents ranked.
-    pub fn predict(&self, features: &Tensor, top_k: usize) -> candle_core::Result<Vec<Prediction>> {
-        let (probs, signals) = self.signals(features)?;
-        Ok(probs
+    /// Calibrated class probabilities and detector signals of one feature vector.
+    pub fn signals_one(&self, x: &[f32]) -> (Vec<f32>, OosSignals) {
+        let knn = self.memory.nearest(std::slice::from_ref(&x.to_vec()))[0];
+        self.signals_with(x, knn)
+    }
+
+    fn signals_with(&self, x: &[f32], knn: f32) -> (Vec<f32>, OosSignals) {
+        let logits = self.logits(x);
+        let t = self.temperature as f32;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|&l| ((l - max) / t).exp()).collect();
+        let sum: f32 = exps.iter().sum();
+        let probs: Vec<f32> = exps.iter().map(|e| e / sum).collect();
+        let n_in = self.intents();
+        let signals = OosSignals {
+            knn,
+            msp: probs[..n_in].iter().copied().fold(0.0, f32::max),
+            poos: if self.has_oos_class() {
+                probs[n_in]
+            } else {
+                0.0
+            },
+        };
+        (probs, signals)
+    }
+
+    /// [`IntentModel::signals_one`] for many rows (spread over threads when many).
+    pub fn signals(&self, features: &[Vec<f32>]) -> (Vec<Vec<f32>>, Vec<OosSignals>) {
+        let knn = self.memory.nearest(features);
+        if features.len() < PARALLEL_QUERIES {
+            features
+                .iter()
+                .zip(knn)
+                .map(|(x, k)| self.signals_with(x, k))
+                .unzip()
+        } else {
+            features
+                .par_iter()
+                .zip(knn)
+                .map(|(x, k)| self.signals_with(x, k))
+                .unzip()
+        }
+    }
+
+    /// Predictions for feature rows, with the top `top_k` intents ranked.
+    pub fn predict(&self, features: &[Vec<f32>], top_k: usize) -> Vec<Prediction> {
+        let (probs, signals) = self.signals(features);
+        probs
             .iter()
             .zip(&signals)
             .map(|(p, s)| self.decide(p, s, top_k))
-            .collect())
+            .collect()
     }
 
     /// The decision for one row of calibrated probabilities.
@@ -176,6 +269,91 @@ impl IntentModel {
             out_of_scope,
             oos_score,
         }
+    }
+}
+
+multiversion! {
+    /// `y = W x + b` for one dense layer.
+    fn dense(l: &Dense, x: &[f32], y: &mut [f32]) {
+        for ((out, row), b) in y.iter_mut().zip(l.weight.chunks_exact(l.inputs)).zip(&l.bias) {
+            *out = lane_dot(row, x) + b;
+        }
+    }
+}
+
+/// The in-scope training features (unit rows) and an int8 copy for scoring:
+/// the nearest-neighbour signal is one int8 matrix product per batch of
+/// queries, a quarter of the memory traffic of f32 rows.
+#[derive(Debug, Clone)]
+pub struct ExampleMemory {
+    dim: usize,
+    rows: usize,
+    /// `[rows, dim]`, kept for saving.
+    data: Vec<f32>,
+    /// `[dim, padded rows]`: rows padded to a multiple of 64 by repeating the
+    /// first one (a repeat cannot change a maximum).
+    index: QMatrix,
+}
+
+/// Queries scored per matrix product (bounds the scratch matrix).
+const QUERY_BLOCK: usize = 64;
+
+impl ExampleMemory {
+    pub fn new(data: Vec<f32>, dim: usize) -> Self {
+        let rows = data.len().checked_div(dim).unwrap_or(0);
+        let padded = rows.div_ceil(64).max(1) * 64;
+        // Column j of the index is memory row j.
+        let mut cols = vec![0f32; dim * padded];
+        for j in 0..padded {
+            let src = if j < rows { j } else { 0 };
+            if rows > 0 {
+                for (i, v) in data[src * dim..(src + 1) * dim].iter().enumerate() {
+                    cols[i * padded + j] = *v;
+                }
+            }
+        }
+        let index = QMatrix::new(&cols, dim, padded, &vec![0.0; padded], Isa::detect());
+        Self {
+            dim,
+            rows,
+            data,
+            index,
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Highest similarity between each query and any example (-1 with no examples).
+    pub fn nearest(&self, queries: &[Vec<f32>]) -> Vec<f32> {
+        if self.rows == 0 {
+            return vec![-1.0; queries.len()];
+        }
+        let n = self.index.n;
+        let mut out = Vec::with_capacity(queries.len());
+        let mut q = QRows::default();
+        let mut scores = Vec::new();
+        for block in queries.chunks(QUERY_BLOCK) {
+            let flat: Vec<f32> = block.iter().flat_map(|x| x.iter().copied()).collect();
+            q.quantize(&flat, block.len(), self.dim, self.index.isa());
+            scores.resize(block.len() * n, 0.0);
+            matmul_cols(&q, &self.index, &mut scores, 0, n, Epilogue::None);
+            out.extend(
+                scores
+                    .chunks_exact(n)
+                    .map(|r| r.iter().copied().fold(f32::NEG_INFINITY, f32::max)),
+            );
+        }
+        out
     }
 }
 

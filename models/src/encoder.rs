@@ -99,8 +99,9 @@ impl Tokens {
 /// The implementation that runs the transformer.
 #[derive(Debug)]
 enum Backend {
-    F32(Bert),
-    Int8(FastBert),
+    // Both boxed: the encoder is built once and the variants differ in size.
+    F32(Box<Bert>),
+    Int8(Box<FastBert>),
 }
 
 /// The frozen base encoder with its tokenizer.
@@ -134,7 +135,7 @@ impl Encoder {
                 })?;
                 // The f32 weights are dropped here: serving keeps only the int8 copy.
                 Ok(Self {
-                    backend: Backend::Int8(fast),
+                    backend: Backend::Int8(Box::new(fast)),
                     device: Device::Cpu,
                     ..f32
                 })
@@ -162,7 +163,7 @@ impl Encoder {
         })?;
         Ok(Self {
             layers: bert.num_layers(),
-            backend: Backend::F32(bert),
+            backend: Backend::F32(Box::new(bert)),
             tokenizer,
             device: device.clone(),
             hidden: base.config.hidden_size,

@@ -14,7 +14,6 @@ use tokio::sync::oneshot;
 use crate::classifier::{IntentModel, Prediction};
 use crate::encoder::{Encoder, Tokens};
 use crate::error::{ModelError, Result};
-use crate::head;
 
 #[derive(Debug, Clone, Copy)]
 pub struct EngineConfig {
@@ -193,8 +192,7 @@ fn run_round(encoder: &Encoder, model: &IntentModel, round: Vec<Request>, cfg: &
         let batch: Vec<&Tokens> = chunk.iter().map(|(_, t)| t).collect();
         let result = encoder
             .embed_tokens(&batch, &model.features)
-            .and_then(|f| head::stack(&f, &candle_core::Device::Cpu))
-            .and_then(|x| model.predict(&x, cfg.top_k).map_err(ModelError::from));
+            .map(|f| model.predict(&f, cfg.top_k));
         match result {
             Ok(preds) => {
                 for ((req, _), prediction) in chunk.into_iter().zip(preds) {

@@ -51,6 +51,11 @@ impl Head {
         self.layers[self.layers.len() - 1].0.dims()[1]
     }
 
+    /// `(weight [in, out], bias [out])` per layer.
+    pub fn layers(&self) -> &[(Tensor, Tensor)] {
+        &self.layers
+    }
+
     /// Raw (uncalibrated) logits `[batch, classes]` for features `[batch, dim]`.
     pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         forward(&self.layers, x)

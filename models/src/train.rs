@@ -22,7 +22,7 @@ use crate::artifact::{
 use crate::base::pinned;
 use crate::cache::{FeatureCache, text_key};
 use crate::calibrate::{ScoredRow, choose_threshold, fit_temperature};
-use crate::classifier::{IntentModel, OosCalibration, OosSignals, Stat};
+use crate::classifier::{ExampleMemory, IntentModel, OosCalibration, OosSignals, Stat};
 use crate::encoder::{Encoder, FeatureSpec, Precision};
 use crate::error::{ModelError, Result};
 use crate::head::{self, HeadParams};
@@ -261,15 +261,16 @@ fn fit(
             epochs,
         });
     })?;
-    let memory_rows: Vec<Vec<f32>> = rows
-        .iter()
-        .filter(|&&i| !data[i].is_out_of_scope())
-        .map(|&i| feats[i].clone())
-        .collect();
-    let memory = head::stack(&memory_rows, &device)?;
+    let memory = ExampleMemory::new(
+        rows.iter()
+            .filter(|&&i| !data[i].is_out_of_scope())
+            .flat_map(|&i| feats[i].iter().copied())
+            .collect(),
+        feats.first().map_or(0, Vec::len),
+    );
     let model = IntentModel {
         labels: labels.to_vec(),
-        head: trained,
+        layers: IntentModel::dense_layers(&trained)?,
         temperature: 1.0,
         features: spec.clone(),
         memory,
@@ -292,12 +293,8 @@ fn fit(
 
 /// Logits and signals of `model` on some rows.
 fn score_rows(model: &IntentModel, feats: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>, Vec<OosSignals>)> {
-    if feats.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let x = head::stack(feats, &candle_core::Device::Cpu)?;
-    let logits = model.head.logits(&x)?.to_vec2::<f32>()?;
-    let (_, signals) = model.signals(&x)?;
+    let logits = feats.iter().map(|x| model.logits(x)).collect();
+    let (_, signals) = model.signals(feats);
     Ok((logits, signals))
 }
 
@@ -321,11 +318,7 @@ fn calibrate(
         .filter_map(|(l, r)| index.get(r.label.as_str()).map(|&y| (l.clone(), y)))
         .unzip();
     model.temperature = fit_temperature(&t_logits, &t_labels);
-    let (probs, signals) = {
-        let x = head::stack(feats, &candle_core::Device::Cpu)?;
-        let (p, s) = model.signals(&x)?;
-        (p, s)
-    };
+    let (probs, signals) = model.signals(feats);
     let in_scope: Vec<usize> = (0..rows.len())
         .filter(|&i| !rows[i].is_out_of_scope())
         .collect();
@@ -371,8 +364,7 @@ fn summarise(
             oos_precision: None,
         });
     }
-    let x = head::stack(feats, &candle_core::Device::Cpu)?;
-    let preds = model.predict(&x, 1)?;
+    let preds = model.predict(feats, 1);
     let outcomes: Vec<Outcome<'_>> = rows
         .iter()
         .zip(&preds)
@@ -634,11 +626,7 @@ pub fn predict_texts(
     token_budget: usize,
 ) -> Result<Vec<crate::classifier::Prediction>> {
     let feats = encoder.embed_all(texts, &model.features, token_budget, |_| {})?;
-    if feats.is_empty() {
-        return Ok(Vec::new());
-    }
-    let x = head::stack(&feats, &candle_core::Device::Cpu)?;
-    Ok(model.predict(&x, top_k)?)
+    Ok(model.predict(&feats, top_k))
 }
 
 /// Rows as a tensor, for callers that hold features already.

@@ -250,7 +250,7 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
     )?;
     let train_s = t.elapsed().as_secs_f64();
     pb.finish_and_clear();
-    let preds = artifact.model.predict(&train::to_tensor(&te_f)?, 1)?;
+    let preds = artifact.model.predict(&te_f, 1);
     let (mut in_ok, mut in_n, mut raw_ok, mut oos_ok, mut oos_n, mut flagged, mut flagged_ok) =
         (0, 0, 0, 0, 0, 0, 0);
     for (r, p) in test_rows.iter().zip(&preds) {

@@ -117,8 +117,7 @@ fn evaluate(
 ) -> anyhow::Result<EvalReport> {
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let feats = encoder.embed_all(&texts, &artifact.model.features, 2048, |_| {})?;
-    let x = train::to_tensor(&feats)?;
-    let (probs, signals) = artifact.model.signals(&x)?;
+    let (probs, signals) = artifact.model.signals(&feats);
     let preds: Vec<_> = probs
         .iter()
         .zip(&signals)
@@ -262,10 +261,7 @@ fn cross_validate(paths: &Paths, intents: &Path, k: usize) -> anyhow::Result<Eva
         pb.set_message(format!("fold {}/{k}", f + 1));
         let a = train::train_on_features(&tr, &tr_f, None, &cfg, encoder.hashes(), &spec, |_| {})?;
         let te_f: Vec<Vec<f32>> = test_i.iter().map(|&i| feats[i].clone()).collect();
-        for (&i, p) in test_i
-            .iter()
-            .zip(a.model.predict(&train::to_tensor(&te_f)?, 1)?)
-        {
+        for (&i, p) in test_i.iter().zip(a.model.predict(&te_f, 1)) {
             preds[i] = Some(p);
         }
         last = Some(a);
