@@ -118,6 +118,19 @@ pub struct TrainArgs {
     /// (the CPU serving encoder) or `f32` (candle). Default: int8 on CPU, f32 on GPU.
     #[arg(long)]
     pub precision: Option<Precision>,
+    /// Also train the top encoder layers (AdamW) before fitting the head:
+    /// slow on a CPU, fast when built with `--features cuda` on a GPU.
+    #[arg(long)]
+    pub fine_tune: bool,
+    /// With --fine-tune: how many top encoder layers to train (0 = all).
+    #[arg(long, default_value_t = 2, requires = "fine_tune")]
+    pub tune_layers: usize,
+    /// With --fine-tune: passes over the training data.
+    #[arg(long, default_value_t = 3, requires = "fine_tune")]
+    pub tune_epochs: usize,
+    /// With --fine-tune: AdamW learning rate of the encoder layers.
+    #[arg(long, default_value_t = 5e-5, requires = "fine_tune")]
+    pub tune_learning_rate: f64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

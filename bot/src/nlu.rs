@@ -7,9 +7,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use bankbot_models::artifact::Artifact;
+use bankbot_models::artifact::{Artifact, FineTuneRecord};
+use bankbot_models::base::BaseModelDir;
 use bankbot_models::cache::FeatureCache;
 use bankbot_models::encoder::{Encoder, Precision};
+use bankbot_models::finetune::{self, FineTuneConfig, TunedWeights};
 use bankbot_models::train::{self, LabelledText, TrainConfig, TrainEvent};
 use bankbot_models::{ModelError, candle_device};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -74,7 +76,14 @@ pub fn load_model_and_encoder(
     allow_fetch: bool,
 ) -> anyhow::Result<(Encoder, Artifact)> {
     let artifact = read_trained(dir)?;
-    let encoder = load_encoder(paths, allow_fetch, artifact.card.features.precision)?;
+    let base = ensure_base_model(paths, allow_fetch)?;
+    let encoder = Encoder::load_tuned(
+        &base,
+        &candle_device(),
+        artifact.card.features.precision,
+        artifact.tuned.as_ref(),
+    )
+    .with_context(|| format!("loading the base model from {}", base.display()))?;
     artifact.check_base(dir, encoder.hashes())?;
     Ok((encoder, artifact))
 }
@@ -136,23 +145,24 @@ pub fn train_catalogue(
     out: &Path,
     calibration: Option<&[LabelledText]>,
     cfg: &TrainConfig,
+    tuned: Option<(FineTuneConfig, TunedWeights)>,
 ) -> anyhow::Result<Artifact> {
-    let data: Vec<LabelledText> = cat
-        .labelled()
-        .into_iter()
-        .map(|(t, l)| LabelledText::new(t, l))
-        .collect();
+    let data = labelled(cat);
     let spec = cfg
         .features
         .clone()
         .unwrap_or_else(|| train::default_features(encoder.num_layers(), encoder.precision()));
     let dim = spec.dim(encoder.hidden_size());
-    // The cache only saves time: if it cannot be opened, train without it.
-    let mut cache = FeatureCache::open(&paths.features_dir(), encoder.hashes(), &spec, dim)
-        .map_err(|e| eprintln!("warning: feature cache unavailable ({e}); encoding everything"))
-        .ok();
+    // The cache only saves time: if it cannot be opened, train without it. It
+    // is keyed by the base model, so a fine-tuned encoder does not use it.
+    let mut cache = match tuned {
+        Some(_) => None,
+        None => FeatureCache::open(&paths.features_dir(), encoder.hashes(), &spec, dim)
+            .map_err(|e| eprintln!("warning: feature cache unavailable ({e}); encoding everything"))
+            .ok(),
+    };
     let pb = progress_bar();
-    let artifact = train::train(
+    let mut artifact = train::train(
         encoder,
         &data,
         calibration,
@@ -161,20 +171,87 @@ pub fn train_catalogue(
         on_train_event(&pb),
     )?;
     pb.finish_and_clear();
+    if let Some((config, weights)) = tuned {
+        let layers = if config.layers == 0 {
+            "all".to_owned()
+        } else {
+            format!("top {}", config.layers)
+        };
+        artifact.card.trainer = format!("fine-tuned encoder ({layers} layers)+softmax");
+        artifact.card.fine_tune = Some(FineTuneRecord {
+            config,
+            weights_sha256: String::new(),
+            tensors: 0,
+        });
+        artifact.tuned = Some(weights);
+    }
     artifact
         .save(out)
         .with_context(|| format!("writing the model to {}", out.display()))?;
     Ok(artifact)
 }
 
-/// Loads the default model, retraining it first when it is missing, was
-/// trained on other data than `intents/` holds now, or on another base model.
+fn labelled(cat: &Catalogue) -> Vec<LabelledText> {
+    cat.labelled()
+        .into_iter()
+        .map(|(t, l)| LabelledText::new(t, l))
+        .collect()
+}
+
+/// Fine-tunes the top encoder layers on the catalogue (on the GPU when the
+/// build has one) and returns the tuned encoder at `precision` with its tensors.
+pub fn fine_tune_encoder(
+    paths: &Paths,
+    cat: &Catalogue,
+    cfg: &FineTuneConfig,
+    precision: Precision,
+) -> anyhow::Result<(Encoder, TunedWeights)> {
+    let dir = ensure_base_model(paths, true)?;
+    let base = BaseModelDir::open(&dir)?;
+    let spec = train::default_features(base.config.num_hidden_layers, precision);
+    eprintln!(
+        "fine-tuning {} encoder layer(s) for {} epoch(s) on {} ...",
+        if cfg.layers == 0 {
+            "all".to_owned()
+        } else {
+            cfg.layers.to_string()
+        },
+        cfg.epochs,
+        if candle_device().is_cpu() {
+            "the CPU (slow; a CUDA build is much faster)"
+        } else {
+            "the GPU"
+        }
+    );
+    let pb = progress_bar();
+    let weights = finetune::fine_tune(
+        &base,
+        &labelled(cat),
+        &spec.layers,
+        cfg,
+        &candle_device(),
+        on_train_event(&pb),
+    )?;
+    pb.finish_and_clear();
+    let losses: Vec<String> = weights
+        .epoch_losses
+        .iter()
+        .map(|l| format!("{l:.4}"))
+        .collect();
+    eprintln!("fine-tuning loss per epoch: {}", losses.join(", "));
+    let encoder = Encoder::load_tuned(&dir, &candle_device(), precision, Some(&weights))?;
+    Ok((encoder, weights))
+}
+
+/// Loads the default model and its encoder, retraining the model first when
+/// it is missing, unreadable, trained on other data than `intents/` holds
+/// now, or on another base model. A current model keeps the precision and
+/// fine-tuning it was trained with.
 pub fn ensure_default_model(
     paths: &Paths,
     intents: &Path,
     model_dir: &Path,
-    encoder: &Encoder,
-) -> anyhow::Result<Artifact> {
+) -> anyhow::Result<(Encoder, Artifact)> {
     let cat = match catalogue::load_dir(intents) {
         Ok((cat, _warnings)) => cat,
         Err(diags) => bail!(
@@ -186,10 +263,10 @@ pub fn ensure_default_model(
         Ok(a) if a.card.training_data.hash != cat.data_hash() => {
             "the intents changed since it was trained"
         }
-        Ok(a) if a.check_base(model_dir, encoder.hashes()).is_err() => {
-            "it was trained on another base model"
-        }
-        Ok(a) => return Ok(a),
+        Ok(_) => match load_model_and_encoder(paths, model_dir, true) {
+            Ok(loaded) => return Ok(loaded),
+            Err(_) => "it does not fit the configured base model",
+        },
         Err(ModelError::MissingFile { .. }) => "there is none yet",
         Err(_) => "the stored one is unreadable",
     };
@@ -197,13 +274,15 @@ pub fn ensure_default_model(
         "training the model from {} because {reason} ...",
         intents.display()
     );
+    let encoder = load_encoder(paths, true, default_precision())?;
     let artifact = train_catalogue(
         &cat,
-        encoder,
+        &encoder,
         paths,
         model_dir,
         None,
         &TrainConfig::default(),
+        None,
     )?;
     eprintln!(
         "trained in {:.1}s: {} intents, {} examples -> {}",
@@ -212,5 +291,5 @@ pub fn ensure_default_model(
         artifact.card.training_data.examples,
         model_dir.display()
     );
-    Ok(artifact)
+    Ok((encoder, artifact))
 }

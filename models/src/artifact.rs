@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::base::{BaseModelHashes, read_limited};
+use crate::base::{BaseModelHashes, read_limited, sha256_file};
 use crate::classifier::{ExampleMemory, IntentModel, OosCalibration};
 use crate::encoder::FeatureSpec;
 use crate::error::{ModelError, Result};
+use crate::finetune::{FineTuneConfig, TunedWeights};
 use crate::head::{Head, HeadParams};
 
 pub const FORMAT: &str = "bankbot-intent-model";
@@ -28,6 +29,7 @@ const HEAD_FILE: &str = "head.safetensors";
 const LABELS_FILE: &str = "labels.json";
 const CALIBRATION_FILE: &str = "calibration.json";
 const CARD_FILE: &str = "model_card.json";
+const TUNED_FILE: &str = "encoder.safetensors";
 const MEMORY_TENSOR: &str = "memory";
 const MAX_JSON: u64 = 16 << 20;
 
@@ -85,6 +87,18 @@ pub struct ModelCard {
     pub seed: u64,
     pub validation: ValidationSummary,
     pub training_seconds: f64,
+    /// Set when encoder layers were fine-tuned; their tensors are in `encoder.safetensors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fine_tune: Option<FineTuneRecord>,
+}
+
+/// What fine-tuning changed, as recorded in the card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FineTuneRecord {
+    pub config: FineTuneConfig,
+    /// sha256 of `encoder.safetensors`.
+    pub weights_sha256: String,
+    pub tensors: usize,
 }
 
 /// A trained model as stored: the model and its card.
@@ -93,6 +107,8 @@ pub struct Artifact {
     pub model: IntentModel,
     pub calibration: Calibration,
     pub card: ModelCard,
+    /// Fine-tuned encoder tensors, applied on top of the base model.
+    pub tuned: Option<TunedWeights>,
 }
 
 impl Artifact {
@@ -129,7 +145,14 @@ impl Artifact {
         candle_core::safetensors::save(&tensors, &head_path)?;
         write_json(&dir.join(LABELS_FILE), &self.model.labels)?;
         write_json(&dir.join(CALIBRATION_FILE), &self.calibration)?;
-        write_json(&dir.join(CARD_FILE), &self.card)?;
+        let mut card = self.card.clone();
+        if let (Some(tuned), Some(record)) = (&self.tuned, card.fine_tune.as_mut()) {
+            let path = dir.join(TUNED_FILE);
+            tuned.save(&path)?;
+            record.weights_sha256 = sha256_file(&path)?;
+            record.tensors = tuned.tensors.len();
+        }
+        write_json(&dir.join(CARD_FILE), &card)?;
         Ok(())
     }
 
@@ -199,6 +222,24 @@ impl Artifact {
             ));
         }
         let memory = ExampleMemory::new(memory.flatten_all()?.to_vec1::<f32>()?, dim);
+        let tuned = match &card.fine_tune {
+            None => None,
+            Some(record) => {
+                let path = dir.join(TUNED_FILE);
+                if !path.is_file() {
+                    return Err(ModelError::MissingFile { path });
+                }
+                let actual = sha256_file(&path)?;
+                if actual != record.weights_sha256 {
+                    return Err(ModelError::HashMismatch {
+                        path,
+                        expected: record.weights_sha256.clone(),
+                        actual,
+                    });
+                }
+                Some(TunedWeights::load(&path)?)
+            }
+        };
         let model = IntentModel {
             labels,
             layers: IntentModel::dense_layers(&head)?,
@@ -212,6 +253,7 @@ impl Artifact {
             model,
             calibration,
             card,
+            tuned,
         })
     }
 

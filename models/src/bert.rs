@@ -316,13 +316,28 @@ impl Bert {
         mask: &Tensor,
         depth: usize,
     ) -> Result<Vec<Tensor>> {
-        let (b, t) = ids.dims2()?;
+        let hidden = self.embeddings.forward(ids, type_ids, self.norm)?;
+        let mut states = vec![hidden.clone()];
+        states.extend(self.forward_range(&hidden, mask, 0, depth)?);
+        Ok(states)
+    }
+
+    /// Runs layers `from..to` (0-based) on hidden states `[batch, tokens,
+    /// hidden]`, returning the state after each of them. Fine-tuning uses it
+    /// to run only the trained top layers on cached lower-layer states.
+    pub fn forward_range(
+        &self,
+        hidden: &Tensor,
+        mask: &Tensor,
+        from: usize,
+        to: usize,
+    ) -> Result<Vec<Tensor>> {
+        let (b, t) = mask.dims2()?;
         // Additive attention bias: 0 for tokens, a large negative number for padding.
         let bias = ((mask.to_dtype(DType::F32)? - 1.0)? * 1e9)?.reshape((b, 1, 1, t))?;
-        let mut hidden = self.embeddings.forward(ids, type_ids, self.norm)?;
-        let mut states = Vec::with_capacity(depth + 1);
-        states.push(hidden.clone());
-        for layer in self.layers.iter().take(depth) {
+        let mut hidden = hidden.clone();
+        let mut states = Vec::with_capacity(to.saturating_sub(from));
+        for layer in self.layers.iter().take(to).skip(from) {
             hidden = self.layer_forward(layer, &hidden, &bias)?;
             states.push(hidden.clone());
         }

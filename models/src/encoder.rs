@@ -15,6 +15,7 @@ use crate::base::{BaseModelDir, BaseModelHashes};
 use crate::bert::{Bert, NormKind, l2_normalize, mean_pool};
 use crate::error::{ModelError, Result};
 use crate::fast::FastBert;
+use crate::finetune::{TunedWeights, merge_weights};
 
 /// Longest utterance (in word pieces, special tokens included) the encoder reads;
 /// the rest of a longer message is cut off.
@@ -119,8 +120,19 @@ impl Encoder {
     /// Loads a base model directory (see [`BaseModelDir`]) for inference at
     /// `precision` (int8 runs on the CPU whatever `device` says).
     pub fn load(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
+        Self::load_tuned(dir, device, precision, None)
+    }
+
+    /// Like [`Encoder::load`], with fine-tuned tensors (see
+    /// [`crate::finetune`]) replacing the base model's.
+    pub fn load_tuned(
+        dir: &Path,
+        device: &Device,
+        precision: Precision,
+        tuned: Option<&TunedWeights>,
+    ) -> Result<Self> {
         let base = BaseModelDir::open(dir)?;
-        let f32 = Self::load_with(&base, device, NormKind::Fused)?;
+        let f32 = Self::load_with(&base, device, NormKind::Fused, tuned)?;
         match precision {
             Precision::F32 => Ok(f32),
             Precision::Int8 => {
@@ -144,17 +156,32 @@ impl Encoder {
     }
 
     /// Loads candle's f32 encoder with the given layer-norm implementation
-    /// (the differentiable one is for fine-tuning).
-    pub fn load_with(base: &BaseModelDir, device: &Device, norm: NormKind) -> Result<Self> {
+    /// (the differentiable one is for fine-tuning), optionally with tuned tensors.
+    pub fn load_with(
+        base: &BaseModelDir,
+        device: &Device,
+        norm: NormKind,
+        tuned: Option<&TunedWeights>,
+    ) -> Result<Self> {
         let tokenizer = load_tokenizer(&base.tokenizer_path())?;
         let (bytes, hashes) = base.read_weights()?;
         let weights_path = base.weights_path();
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, device).map_err(|e| {
+        let unreadable = |e: candle_core::Error| {
             ModelError::invalid(
                 &weights_path,
                 format!("not a readable safetensors file ({e})"),
             )
-        })?;
+        };
+        let vb = match tuned {
+            None => VarBuilder::from_buffered_safetensors(bytes, DType::F32, device)
+                .map_err(unreadable)?,
+            Some(tuned) => {
+                let mut tensors =
+                    candle_core::safetensors::load_buffer(&bytes, device).map_err(unreadable)?;
+                merge_weights(&mut tensors, &tuned.tensors, &weights_path)?;
+                VarBuilder::from_tensors(tensors, DType::F32, device)
+            }
+        };
         let bert = Bert::load(vb, &base.config, norm).map_err(|e| {
             ModelError::invalid(
                 &weights_path,

@@ -18,6 +18,7 @@ pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod fast;
+pub mod finetune;
 pub mod head;
 pub mod metrics;
 pub mod rng;

@@ -603,6 +603,7 @@ pub fn train_on_features(
         seed: cfg.seed,
         validation,
         training_seconds: started.elapsed().as_secs_f64(),
+        fine_tune: None,
     };
     let calibration = Calibration {
         temperature: final_model.model.temperature,
@@ -614,6 +615,7 @@ pub fn train_on_features(
         model: final_model.model,
         calibration,
         card,
+        tuned: None,
     })
 }
 

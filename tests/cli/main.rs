@@ -670,3 +670,40 @@ fn huge_and_binary_intent_files_are_refused() {
         "{out}"
     );
 }
+
+#[test]
+fn fine_tuned_models_are_stored_verified_and_served() {
+    let (_c, out) = train_small(&["--fine-tune", "--tune-layers", "1", "--tune-epochs", "1"]);
+    let m = out.path().join("m");
+    assert!(m.join("encoder.safetensors").is_file());
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.join("model_card.json")).unwrap()).unwrap();
+    assert_eq!(card["fine_tune"]["config"]["layers"], 1);
+    assert_eq!(card["fine_tune"]["tensors"], 16);
+    assert!(
+        card["trainer"]
+            .as_str()
+            .unwrap()
+            .starts_with("fine-tuned encoder")
+    );
+    let parse = |dir: &Path| {
+        let mut c = bankbot();
+        c.args(["parse", "--model"]).arg(dir);
+        run_with_stdin(c, b"someone stole my card\n")
+    };
+    let o = parse(&m);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"card_lost\""), "{}", stdout(&o));
+    // Tampered tuned weights are refused.
+    let mut bytes = std::fs::read(m.join("encoder.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(m.join("encoder.safetensors"), bytes).unwrap();
+    let o = parse(&m);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("encoder.safetensors: sha256 is"),
+        "{}",
+        stderr(&o)
+    );
+}

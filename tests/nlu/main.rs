@@ -15,6 +15,7 @@ use bankbot_models::base::BaseModelDir;
 use bankbot_models::bert::NormKind;
 use bankbot_models::encoder::{Encoder, FeatureSpec, Precision, pad_batch};
 use bankbot_models::engine::{Engine, EngineConfig};
+use bankbot_models::finetune::{FineTuneConfig, fine_tune};
 use bankbot_models::train::{self, LabelledText, TrainConfig};
 use candle_core::Device;
 use common::*;
@@ -141,8 +142,8 @@ fn int8_features_track_the_f32_reference() {
 #[test]
 fn the_differentiable_encoder_matches_the_fused_one() {
     let base = BaseModelDir::open(&base_model()).unwrap();
-    let fused = Encoder::load_with(&base, &Device::Cpu, NormKind::Fused).unwrap();
-    let slow = Encoder::load_with(&base, &Device::Cpu, NormKind::Differentiable).unwrap();
+    let fused = Encoder::load_with(&base, &Device::Cpu, NormKind::Fused, None).unwrap();
+    let slow = Encoder::load_with(&base, &Device::Cpu, NormKind::Differentiable, None).unwrap();
     let toks = [
         fused.tokenize("how do I reset my pin").unwrap(),
         fused.tokenize("hi").unwrap(),
@@ -250,4 +251,72 @@ fn the_engine_refuses_work_it_cannot_queue() {
             "branch_hours"
         );
     }
+}
+
+#[test]
+fn fine_tuning_trains_only_the_top_layers_and_lowers_the_loss() {
+    let base = BaseModelDir::open(&base_model()).unwrap();
+    let cat = small_catalogue();
+    let (c, _) = bankbot::catalogue::load_dir(cat.path()).unwrap();
+    let data: Vec<LabelledText> = c
+        .labelled()
+        .into_iter()
+        .map(|(t, l)| LabelledText::new(t, l))
+        .collect();
+    let cfg = FineTuneConfig {
+        layers: 1,
+        epochs: 3,
+        learning_rate: 1e-4,
+        ..FineTuneConfig::default()
+    };
+    let tuned = fine_tune(&base, &data, &[0, 2, 4, 6], &cfg, &Device::Cpu, |_| {}).unwrap();
+    // Exactly the 16 tensors of the last layer are trained.
+    assert_eq!(tuned.tensors.len(), 16);
+    assert!(
+        tuned
+            .tensors
+            .keys()
+            .all(|k| k.starts_with("encoder.layer.5.")),
+        "{:?}",
+        tuned.tensors.keys()
+    );
+    // They moved away from the base weights: gradients reached the encoder
+    // (with candle's fused layer norm they would silently not).
+    let original = candle_core::safetensors::load(base.weights_path(), &Device::Cpu).unwrap();
+    for name in [
+        "encoder.layer.5.attention.self.query.weight",
+        "encoder.layer.5.output.LayerNorm.weight",
+    ] {
+        let d = (&tuned.tensors[name] - &original[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(
+            d.to_scalar::<f32>().unwrap() > 1e-6,
+            "{name} did not change"
+        );
+    }
+    let l = &tuned.epoch_losses;
+    assert_eq!(l.len(), 3);
+    assert!(l[2] < l[0], "loss did not fall: {l:?}");
+    // The tuned encoder (int8 too) applies the new tensors.
+    let plain = encoder();
+    let tuned_enc =
+        Encoder::load_tuned(&base_model(), &Device::Cpu, Precision::Int8, Some(&tuned)).unwrap();
+    let spec = FeatureSpec {
+        layers: vec![6],
+        precision: Precision::Int8,
+    };
+    let a = plain
+        .embed_all(&["where is the closest branch"], &spec, 512, |_| {})
+        .unwrap();
+    let b = tuned_enc
+        .embed_all(&["where is the closest branch"], &spec, 512, |_| {})
+        .unwrap();
+    assert!(
+        cosine(&a[0], &b[0]) < 0.9999,
+        "fine-tuned features equal the base ones"
+    );
 }

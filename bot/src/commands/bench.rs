@@ -62,12 +62,10 @@ fn latency(paths: &Paths, args: &LatencyArgs) -> anyhow::Result<bool> {
     };
     // Make sure a trained model exists before timing the load.
     if args.source.model.is_none() {
-        let encoder = nlu::load_encoder(paths, true, nlu::default_precision())?;
         nlu::ensure_default_model(
             paths,
             &args.source.intents,
             std::path::Path::new(crate::paths::DEFAULT_MODEL_DIR),
-            &encoder,
         )?;
     }
     let model_dir = args

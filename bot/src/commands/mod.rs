@@ -25,16 +25,11 @@ pub fn load_engine(
 ) -> anyhow::Result<Engine> {
     let (encoder, artifact) = match &source.model {
         Some(dir) => nlu::load_model_and_encoder(paths, dir, true)?,
-        None => {
-            let encoder = nlu::load_encoder(paths, true, nlu::default_precision())?;
-            let artifact = nlu::ensure_default_model(
-                paths,
-                &source.intents,
-                std::path::Path::new(crate::paths::DEFAULT_MODEL_DIR),
-                &encoder,
-            )?;
-            (encoder, artifact)
-        }
+        None => nlu::ensure_default_model(
+            paths,
+            &source.intents,
+            std::path::Path::new(crate::paths::DEFAULT_MODEL_DIR),
+        )?,
     };
     Ok(Engine::start(encoder, artifact.model, config)?)
 }

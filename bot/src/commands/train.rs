@@ -1,6 +1,7 @@
 //! `bankbot train`: catalogue -> trained model directory.
 
 use anyhow::bail;
+use bankbot_models::finetune::FineTuneConfig;
 use bankbot_models::train::{LabelledText, TrainConfig};
 
 use crate::catalogue;
@@ -31,11 +32,27 @@ pub fn run(paths: &Paths, args: &TrainArgs) -> anyhow::Result<bool> {
     if !(0.0..=10.0).contains(&args.oos_weight) {
         bail!("--oos-weight must be between 0 and 10");
     }
-    let encoder = nlu::load_encoder(
-        paths,
-        true,
-        args.precision.unwrap_or_else(nlu::default_precision),
-    )?;
+    let precision = args.precision.unwrap_or_else(nlu::default_precision);
+    let fine_tune = args.fine_tune.then(|| FineTuneConfig {
+        layers: args.tune_layers,
+        epochs: args.tune_epochs,
+        learning_rate: args.tune_learning_rate,
+        seed: args.seed,
+        ..FineTuneConfig::default()
+    });
+    if fine_tune
+        .as_ref()
+        .is_some_and(|f| f.epochs == 0 || !(f.learning_rate > 0.0 && f.learning_rate < 1.0))
+    {
+        bail!("--tune-epochs must be at least 1 and --tune-learning-rate between 0 and 1");
+    }
+    let (encoder, tuned) = match fine_tune {
+        None => (nlu::load_encoder(paths, true, precision)?, None),
+        Some(ft) => {
+            let (encoder, weights) = nlu::fine_tune_encoder(paths, &cat, &ft, precision)?;
+            (encoder, Some((ft, weights)))
+        }
+    };
     let cfg = TrainConfig {
         seed: args.seed,
         oos_weight: args.oos_weight,
@@ -48,6 +65,7 @@ pub fn run(paths: &Paths, args: &TrainArgs) -> anyhow::Result<bool> {
         &args.out,
         calibration.as_deref(),
         &cfg,
+        tuned,
     )?;
     let v = &artifact.card.validation;
     eprintln!(
