@@ -118,6 +118,11 @@ pub struct TrainArgs {
     /// (the CPU serving encoder) or `f32` (candle). Default: int8 on CPU, f32 on GPU.
     #[arg(long)]
     pub precision: Option<Precision>,
+    /// Encoder layers whose mean-pooled states are concatenated into the
+    /// features (0 = embeddings). Default: 0 and every third of the depth
+    /// (0,2,4,6 for a 6-layer model).
+    #[arg(long, value_delimiter = ',', value_name = "L,L,...")]
+    pub layers: Option<Vec<usize>>,
     /// Also train the top encoder layers (AdamW) before fitting the head:
     /// slow on a CPU, fast when built with `--features cuda` on a GPU.
     #[arg(long)]
@@ -245,6 +250,9 @@ pub struct LatencyArgs {
     /// Concurrent callers for the throughput runs.
     #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
     pub concurrency: Vec<usize>,
+    /// Write the figures as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +268,13 @@ pub struct Clinc150Args {
     /// Encoder precision (default: int8 on CPU, f32 on GPU).
     #[arg(long)]
     pub precision: Option<Precision>,
+    /// Fine-tune the top encoder layers on the training split first.
+    #[arg(long)]
+    pub fine_tune: bool,
+    #[arg(long, default_value_t = 2, requires = "fine_tune")]
+    pub tune_layers: usize,
+    #[arg(long, default_value_t = 2, requires = "fine_tune")]
+    pub tune_epochs: usize,
     /// Write the JSON result here too.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

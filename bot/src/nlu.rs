@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use bankbot_models::artifact::{Artifact, FineTuneRecord};
 use bankbot_models::base::BaseModelDir;
 use bankbot_models::cache::FeatureCache;
-use bankbot_models::encoder::{Encoder, Precision};
+use bankbot_models::encoder::{Encoder, FeatureSpec, Precision};
 use bankbot_models::finetune::{self, FineTuneConfig, TunedWeights};
 use bankbot_models::train::{self, LabelledText, TrainConfig, TrainEvent};
 use bankbot_models::{ModelError, candle_device};
@@ -204,11 +204,14 @@ pub fn fine_tune_encoder(
     paths: &Paths,
     cat: &Catalogue,
     cfg: &FineTuneConfig,
+    spec: Option<&FeatureSpec>,
     precision: Precision,
 ) -> anyhow::Result<(Encoder, TunedWeights)> {
     let dir = ensure_base_model(paths, true)?;
     let base = BaseModelDir::open(&dir)?;
-    let spec = train::default_features(base.config.num_hidden_layers, precision);
+    let spec = spec
+        .cloned()
+        .unwrap_or_else(|| train::default_features(base.config.num_hidden_layers, precision));
     eprintln!(
         "fine-tuning {} encoder layer(s) for {} epoch(s) on {} ...",
         if cfg.layers == 0 {

@@ -23,6 +23,7 @@ use crate::base::BaseModelDir;
 use crate::bert::{Bert, NormKind, l2_normalize, mean_pool};
 use crate::encoder::{Tokens, load_tokenizer, pad_batch};
 use crate::error::{ModelError, Result};
+use crate::head::HeadParams;
 use crate::metrics::OUT_OF_SCOPE;
 use crate::rng::SplitMix64;
 use crate::train::{LabelledText, TrainEvent};
@@ -34,7 +35,8 @@ pub struct FineTuneConfig {
     pub epochs: usize,
     /// AdamW learning rate of the encoder layers.
     pub learning_rate: f64,
-    /// AdamW learning rate of the temporary head.
+    /// AdamW learning rate of the temporary head (which starts from a linear
+    /// probe, so it needs only small steps).
     pub head_learning_rate: f64,
     pub batch_size: usize,
     pub seed: u64,
@@ -142,6 +144,18 @@ pub fn fine_tune(
     } else {
         n_layers - cfg.layers
     };
+    if spec_layers.is_empty() || spec_layers.iter().any(|&l| l > n_layers) {
+        return Err(ModelError::TrainingData(format!(
+            "feature layers {spec_layers:?} do not fit the encoder's {n_layers} layers (0 = embeddings, 1..={n_layers})"
+        )));
+    }
+    if spec_layers.iter().all(|&l| l <= first) {
+        return Err(ModelError::TrainingData(format!(
+            "the features come only from layers {spec_layers:?}, below the tuned layers \
+             {}..={n_layers}: fine-tuning would change nothing",
+            first + 1
+        )));
+    }
     let (bytes, _) = base.read_weights()?;
     let mut weights = candle_core::safetensors::load_buffer(&bytes, device).map_err(|e| {
         ModelError::invalid(
@@ -235,10 +249,75 @@ pub fn fine_tune(
         });
     }
 
-    // Temporary head over the same features the final head will see.
-    let dim = spec_layers.len() * base.config.hidden_size;
-    let w = Var::from_tensor(&Tensor::zeros((dim, labels.len()), DType::F32, device)?)?;
-    let b = Var::from_tensor(&Tensor::zeros(labels.len(), DType::F32, device)?)?;
+    // The features one batch produces with the current encoder; the trained
+    // layers run on the cached states.
+    let scale = 1.0 / (spec_layers.len().max(1) as f64).sqrt();
+    let batch_features = |batch: &[usize]| -> Result<Tensor> {
+        let t = batch
+            .iter()
+            .map(|&i| cached[i].tokens.len())
+            .max()
+            .unwrap_or(1);
+        let states: Vec<Tensor> = batch
+            .iter()
+            .map(|&i| {
+                let s = &cached[i].state;
+                s.pad_with_zeros(0, 0, t - s.dims()[0])
+            })
+            .collect::<candle_core::Result<_>>()?;
+        let hidden = Tensor::stack(&states, 0)?;
+        let toks: Vec<&Tokens> = batch.iter().map(|&i| &cached[i].tokens).collect();
+        let (_, _, mask) = pad_batch(&toks, device)?;
+        let upper = bert.forward_range(&hidden, &mask, first, n_layers)?;
+        let mut parts = Vec::with_capacity(spec_layers.len());
+        let mut frozen_slot = 0;
+        for &l in spec_layers {
+            if l <= first {
+                let rows: Vec<Tensor> = batch
+                    .iter()
+                    .map(|&i| cached[i].frozen[frozen_slot].clone())
+                    .collect();
+                parts.push(Tensor::stack(&rows, 0)?);
+                frozen_slot += 1;
+            } else {
+                parts.push(l2_normalize(&mean_pool(&upper[l - first - 1], &mask)?)?);
+            }
+        }
+        Ok((Tensor::cat(&parts, 1)? * scale)?)
+    };
+    // `cached` is sorted by length: consecutive chunks pad little.
+    let mut batches: Vec<Vec<usize>> = (0..cached.len())
+        .collect::<Vec<_>>()
+        .chunks(cfg.batch_size)
+        .map(<[usize]>::to_vec)
+        .collect();
+
+    // Linear probe first: a head fitted on the untuned features starts the
+    // fine-tuning, so early encoder updates follow a sensible head instead of
+    // noise from a zero one (which distorts pretrained features).
+    let probe_x: Vec<Tensor> = batches
+        .iter()
+        .map(|b| batch_features(b).map(|x| x.detach()))
+        .collect::<Result<_>>()?;
+    let probe_x = Tensor::cat(&probe_x, 0)?.to_device(&Device::Cpu)?;
+    let probe_y: Vec<u32> = batches.iter().flatten().map(|&i| cached[i].label).collect();
+    let probe = crate::head::train(
+        &probe_x,
+        &probe_y,
+        labels.len(),
+        &HeadParams {
+            hidden: 0,
+            l2: 1.0 / (30.0 * cached.len() as f64),
+            epochs: 20,
+            batch_size: (cached.len() / 32).clamp(32, 256),
+            learning_rate: 0.05,
+        },
+        cfg.seed,
+        |_| {},
+    )?;
+    let (w0, b0) = &probe.layers()[0];
+    let w = Var::from_tensor(&w0.to_device(device)?)?;
+    let b = Var::from_tensor(&b0.to_device(device)?)?;
     let mut opt_enc = AdamW::new(
         vars.iter().map(|(_, v)| v.clone()).collect(),
         ParamsAdamW {
@@ -256,50 +335,13 @@ pub fn fine_tune(
         },
     )?;
     let (w_t, b_t) = (w.as_tensor().clone(), b.as_tensor().clone());
-    let scale = 1.0 / (spec_layers.len().max(1) as f64).sqrt();
     let mut rng = SplitMix64::new(cfg.seed);
-    // `cached` is sorted by length: consecutive chunks pad little.
-    let mut batches: Vec<Vec<usize>> = (0..cached.len())
-        .collect::<Vec<_>>()
-        .chunks(cfg.batch_size)
-        .map(<[usize]>::to_vec)
-        .collect();
     let mut epoch_losses = Vec::with_capacity(cfg.epochs);
     for epoch in 1..=cfg.epochs {
         rng.shuffle(&mut batches);
         let mut total = 0f32;
         for batch in &batches {
-            let t = batch
-                .iter()
-                .map(|&i| cached[i].tokens.len())
-                .max()
-                .unwrap_or(1);
-            let states: Vec<Tensor> = batch
-                .iter()
-                .map(|&i| {
-                    let s = &cached[i].state;
-                    s.pad_with_zeros(0, 0, t - s.dims()[0])
-                })
-                .collect::<candle_core::Result<_>>()?;
-            let hidden = Tensor::stack(&states, 0)?;
-            let toks: Vec<&Tokens> = batch.iter().map(|&i| &cached[i].tokens).collect();
-            let (_, _, mask) = pad_batch(&toks, device)?;
-            let upper = bert.forward_range(&hidden, &mask, first, n_layers)?;
-            let mut parts = Vec::with_capacity(spec_layers.len());
-            let mut frozen_slot = 0;
-            for &l in spec_layers {
-                if l <= first {
-                    let rows: Vec<Tensor> = batch
-                        .iter()
-                        .map(|&i| cached[i].frozen[frozen_slot].clone())
-                        .collect();
-                    parts.push(Tensor::stack(&rows, 0)?);
-                    frozen_slot += 1;
-                } else {
-                    parts.push(l2_normalize(&mean_pool(&upper[l - first - 1], &mask)?)?);
-                }
-            }
-            let x = (Tensor::cat(&parts, 1)? * scale)?;
+            let x = batch_features(batch)?;
             let logits = x.matmul(&w_t)?.broadcast_add(&b_t)?;
             let y: Vec<u32> = batch.iter().map(|&i| cached[i].label).collect();
             let y = Tensor::from_vec(y, batch.len(), device)?;

@@ -404,8 +404,9 @@ pub fn train(
         .unwrap_or_else(|| default_features(encoder.num_layers(), encoder.precision()));
     if spec.layers.is_empty() || spec.layers.iter().any(|&l| l > encoder.num_layers()) {
         return Err(ModelError::TrainingData(format!(
-            "spec layers {:?} do not fit the encoder's {} layers",
+            "feature layers {:?} do not fit the encoder's {} layers (0 = embeddings, 1..={})",
             spec.layers,
+            encoder.num_layers(),
             encoder.num_layers()
         )));
     }

@@ -707,3 +707,37 @@ fn fine_tuned_models_are_stored_verified_and_served() {
         stderr(&o)
     );
 }
+
+#[test]
+fn feature_layers_are_chosen_recorded_and_checked() {
+    let (_c, out) = train_small(&["--layers", "6,2,2"]);
+    let m = out.path().join("m");
+    let card: Value =
+        serde_json::from_str(&std::fs::read_to_string(m.join("model_card.json")).unwrap()).unwrap();
+    assert_eq!(card["features"]["layers"], serde_json::json!([2, 6]));
+    let mut c = bankbot();
+    c.args(["parse", "--model"]).arg(&m);
+    let o = run_with_stdin(c, b"what time does the branch open\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"branch_hours\""), "{}", stdout(&o));
+
+    let cat = small_catalogue();
+    let bad = |extra: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = bankbot()
+            .args(["train", "--intents"])
+            .arg(cat.path())
+            .arg("--out")
+            .arg(dir.path().join("m"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+        assert!(!dir.path().join("m").exists(), "a model was written");
+        stderr(&o)
+    };
+    let e = bad(&["--layers", "9"]);
+    assert!(e.contains("feature layers [9] do not fit"), "{e}");
+    let e = bad(&["--layers", "0", "--fine-tune", "--tune-layers", "1"]);
+    assert!(e.contains("fine-tuning would change nothing"), "{e}");
+}

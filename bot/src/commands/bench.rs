@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bankbot_models::cache::FeatureCache;
 use bankbot_models::engine::{Engine, EngineConfig};
+use bankbot_models::finetune::{self, FineTuneConfig};
 use bankbot_models::metrics::OUT_OF_SCOPE;
 use bankbot_models::train::{self, LabelledText, TrainConfig};
 use serde_json::json;
@@ -157,7 +158,18 @@ fn latency(paths: &Paths, args: &LatencyArgs) -> anyhow::Result<bool> {
     }
     let (rss, peak) = rss_mib();
     println!("memory: RSS {rss:.0} MiB (peak {peak:.0} MiB)");
-    let _ = runs;
+    if let Some(path) = &args.json {
+        let report = json!({
+            "encoder": precision.as_str(),
+            "kernels": format!("{:?}", bankbot_models::fast::gemm::Isa::detect()),
+            "load_ms": ms(load),
+            "single": { "requests": args.requests, "p50_ms": ms(percentile(&single, 0.5)), "p99_ms": ms(percentile(&single, 0.99)) },
+            "concurrent": runs,
+            "rss_mib": rss,
+            "peak_rss_mib": peak,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+    }
     Ok(true)
 }
 
@@ -204,23 +216,55 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
     let train_rows = split(&["train", "oos_train"])?;
     let cal_rows = split(&["val", "oos_val"])?;
     let test_rows = split(&["test", "oos_test"])?;
-    let encoder = nlu::load_encoder(
-        paths,
-        true,
-        args.precision.unwrap_or_else(nlu::default_precision),
-    )?;
+    let precision = args.precision.unwrap_or_else(nlu::default_precision);
+    let t_tune = Instant::now();
+    let (encoder, tuned) = if args.fine_tune {
+        let dir = nlu::ensure_base_model(paths, true)?;
+        let base = bankbot_models::base::BaseModelDir::open(&dir)?;
+        let ft = FineTuneConfig {
+            layers: args.tune_layers,
+            epochs: args.tune_epochs,
+            seed: args.seed,
+            ..FineTuneConfig::default()
+        };
+        let spec = train::default_features(base.config.num_hidden_layers, precision);
+        let pb = nlu::progress_bar();
+        let device = bankbot_models::candle_device();
+        let weights = finetune::fine_tune(
+            &base,
+            &train_rows,
+            &spec.layers,
+            &ft,
+            &device,
+            nlu::on_train_event(&pb),
+        )?;
+        pb.finish_and_clear();
+        eprintln!("fine-tuning loss per epoch: {:?}", weights.epoch_losses);
+        (
+            bankbot_models::encoder::Encoder::load_tuned(&dir, &device, precision, Some(&weights))?,
+            true,
+        )
+    } else {
+        (nlu::load_encoder(paths, true, precision)?, false)
+    };
+    let tune_s = t_tune.elapsed().as_secs_f64();
     let cfg = TrainConfig {
         seed: args.seed,
         ..TrainConfig::default()
     };
     let spec = train::default_features(encoder.num_layers(), encoder.precision());
-    let mut cache = FeatureCache::open(
-        &paths.features_dir(),
-        encoder.hashes(),
-        &spec,
-        spec.dim(encoder.hidden_size()),
-    )
-    .ok();
+    // Features of a fine-tuned encoder must not come from (or go into) the base model's cache.
+    let mut cache = if tuned {
+        None
+    } else {
+        FeatureCache::open(
+            &paths.features_dir(),
+            encoder.hashes(),
+            &spec,
+            spec.dim(encoder.hidden_size()),
+        )
+        .ok()
+    };
     let pb = nlu::progress_bar();
     let t = Instant::now();
     let mut feats = |rows: &[LabelledText]| {
@@ -278,6 +322,7 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
         "in_scope_accuracy_without_rejection": f(raw_ok, in_n),
         "oos_recall": f(oos_ok, oos_n),
         "oos_precision": f(flagged_ok, flagged),
+        "fine_tune": args.fine_tune.then(|| json!({ "layers": args.tune_layers, "epochs": args.tune_epochs, "seconds": tune_s })),
         "encode_seconds": encode_s,
         "train_seconds": train_s,
         "head": artifact.card.head,

@@ -1,6 +1,7 @@
 //! `bankbot train`: catalogue -> trained model directory.
 
 use anyhow::bail;
+use bankbot_models::encoder::FeatureSpec;
 use bankbot_models::finetune::FineTuneConfig;
 use bankbot_models::train::{LabelledText, TrainConfig};
 
@@ -46,16 +47,30 @@ pub fn run(paths: &Paths, args: &TrainArgs) -> anyhow::Result<bool> {
     {
         bail!("--tune-epochs must be at least 1 and --tune-learning-rate between 0 and 1");
     }
+    let features = match &args.layers {
+        None => None,
+        Some(layers) => {
+            let mut layers = layers.clone();
+            layers.sort_unstable();
+            layers.dedup();
+            if layers.is_empty() {
+                bail!("--layers needs at least one layer number");
+            }
+            Some(FeatureSpec { layers, precision })
+        }
+    };
     let (encoder, tuned) = match fine_tune {
         None => (nlu::load_encoder(paths, true, precision)?, None),
         Some(ft) => {
-            let (encoder, weights) = nlu::fine_tune_encoder(paths, &cat, &ft, precision)?;
+            let (encoder, weights) =
+                nlu::fine_tune_encoder(paths, &cat, &ft, features.as_ref(), precision)?;
             (encoder, Some((ft, weights)))
         }
     };
     let cfg = TrainConfig {
         seed: args.seed,
         oos_weight: args.oos_weight,
+        features,
         ..TrainConfig::default()
     };
     let artifact = nlu::train_catalogue(
