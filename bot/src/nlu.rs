@@ -152,14 +152,10 @@ pub fn train_catalogue(
         .features
         .clone()
         .unwrap_or_else(|| train::default_features(encoder.num_layers(), encoder.precision()));
-    let dim = spec.dim(encoder.hidden_size());
-    // The cache only saves time: if it cannot be opened, train without it. It
-    // is keyed by the base model, so a fine-tuned encoder does not use it.
+    // The cache is keyed by the base model, so a fine-tuned encoder does not use it.
     let mut cache = match tuned {
         Some(_) => None,
-        None => FeatureCache::open(&paths.features_dir(), encoder.hashes(), &spec, dim)
-            .map_err(|e| eprintln!("warning: feature cache unavailable ({e}); encoding everything"))
-            .ok(),
+        None => feature_cache(paths, encoder, &spec),
     };
     let pb = progress_bar();
     let mut artifact = train::train(
@@ -189,6 +185,15 @@ pub fn train_catalogue(
         .save(out)
         .with_context(|| format!("writing the model to {}", out.display()))?;
     Ok(artifact)
+}
+
+/// The base encoder's feature cache for `spec`. The cache only saves time: if
+/// it cannot be opened, the caller encodes everything (with a warning).
+pub fn feature_cache(paths: &Paths, encoder: &Encoder, spec: &FeatureSpec) -> Option<FeatureCache> {
+    let dim = spec.dim(encoder.hidden_size());
+    FeatureCache::open(&paths.features_dir(), encoder.hashes(), spec, dim)
+        .map_err(|e| eprintln!("warning: feature cache unavailable ({e}); encoding everything"))
+        .ok()
 }
 
 fn labelled(cat: &Catalogue) -> Vec<LabelledText> {

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use bankbot_models::cache::FeatureCache;
 use bankbot_models::engine::{Engine, EngineConfig};
 use bankbot_models::finetune::{self, FineTuneConfig};
 use bankbot_models::metrics::OUT_OF_SCOPE;
@@ -257,13 +256,7 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
     let mut cache = if tuned {
         None
     } else {
-        FeatureCache::open(
-            &paths.features_dir(),
-            encoder.hashes(),
-            &spec,
-            spec.dim(encoder.hidden_size()),
-        )
-        .ok()
+        nlu::feature_cache(paths, &encoder, &spec)
     };
     let pb = nlu::progress_bar();
     let t = Instant::now();

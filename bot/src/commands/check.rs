@@ -2,13 +2,13 @@
 //! `path:line:col: severity: message`; with the base model present, examples
 //! of different intents that mean nearly the same are reported too.
 
-use bankbot_models::cache::FeatureCache;
 use bankbot_models::encoder::{Encoder, FeatureSpec};
 use bankbot_models::train::{features, to_tensor};
 
 use crate::catalogue::{self, Catalogue, Example, normalise};
 use crate::cli::CheckArgs;
 use crate::diag::{self, Diagnostic};
+use crate::nlu;
 use crate::paths::Paths;
 
 pub fn run(paths: &Paths, args: &CheckArgs) -> anyhow::Result<bool> {
@@ -63,7 +63,7 @@ fn near_duplicates(
     if !paths.base_model.join("model.safetensors").is_file() {
         return Ok(None);
     }
-    let precision = crate::nlu::default_precision();
+    let precision = nlu::default_precision();
     let encoder = Encoder::load(
         &paths.base_model,
         &bankbot_models::candle_device(),
@@ -77,13 +77,7 @@ fn near_duplicates(
         .collect();
     let texts: Vec<&str> = all.iter().map(|(_, e)| e.text()).collect();
     let spec = FeatureSpec::last(encoder.num_layers(), precision);
-    let mut cache = FeatureCache::open(
-        &paths.features_dir(),
-        encoder.hashes(),
-        &spec,
-        encoder.hidden_size(),
-    )
-    .ok();
+    let mut cache = nlu::feature_cache(paths, &encoder, &spec);
     let feats = features(&encoder, &texts, &spec, cache.as_mut(), 2048, |_| {})?;
     let x = to_tensor(&feats)?;
     let sims = x.matmul(&x.t()?)?.to_vec2::<f32>()?;

@@ -7,7 +7,6 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use bankbot_models::artifact::Artifact;
 use bankbot_models::base::sha256_hex;
-use bankbot_models::cache::FeatureCache;
 use bankbot_models::classifier::IntentModel;
 use bankbot_models::encoder::Encoder;
 use bankbot_models::metrics::{self, OUT_OF_SCOPE, Outcome};
@@ -221,13 +220,7 @@ fn cross_validate(paths: &Paths, intents: &Path, k: usize) -> anyhow::Result<Eva
     let encoder = nlu::load_encoder(paths, true, nlu::default_precision())?;
     let cfg = TrainConfig::default();
     let spec = train::default_features(encoder.num_layers(), encoder.precision());
-    let mut cache = FeatureCache::open(
-        &paths.features_dir(),
-        encoder.hashes(),
-        &spec,
-        spec.dim(encoder.hidden_size()),
-    )
-    .ok();
+    let mut cache = nlu::feature_cache(paths, &encoder, &spec);
     let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
     let pb = nlu::progress_bar();
     let feats = train::features(
