@@ -10,15 +10,16 @@
 //! A directory is written beside its destination and swapped in, so readers
 //! never see a half-written model.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::base::{BaseModelHashes, read_limited, sha256_file};
 use crate::classifier::{ExampleMemory, IntentModel, OosCalibration};
-use crate::encoder::FeatureSpec;
+use crate::encoder::{Encoder, FeatureSpec};
 use crate::error::{ModelError, Result};
 use crate::finetune::{FineTuneConfig, TunedWeights};
 use crate::head::{Head, HeadParams};
@@ -90,6 +91,10 @@ pub struct ModelCard {
     /// Set when encoder layers were fine-tuned; their tensors are in `encoder.safetensors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fine_tune: Option<FineTuneRecord>,
+    /// sha256 of every other file of the directory, checked on load, so a
+    /// directory assembled from two saves is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
 }
 
 /// What fine-tuning changed, as recorded in the card.
@@ -123,15 +128,41 @@ impl Artifact {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "model".into());
-        let staging = parent.join(format!(".{name}.writing-{}", std::process::id()));
+        // Unique per save, also between threads of one process.
+        static SAVES: AtomicU64 = AtomicU64::new(0);
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            SAVES.fetch_add(1, Ordering::Relaxed)
+        );
+        let staging = parent.join(format!(".{name}.writing-{unique}"));
+        let old = parent.join(format!(".{name}.old-{unique}"));
         let _ = std::fs::remove_dir_all(&staging);
+        let _ = std::fs::remove_dir_all(&old);
         std::fs::create_dir_all(&staging).map_err(ModelError::io(&staging))?;
-        self.write_files(&staging)?;
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(ModelError::io(dir))?;
+        if let Err(e) = self
+            .write_files(&staging)
+            .and_then(|()| sync_dir_files(&staging))
+        {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
         }
-        std::fs::rename(&staging, dir).map_err(ModelError::io(dir))?;
+        let had_old = dir.exists();
+        if had_old && let Err(e) = std::fs::rename(dir, &old) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(ModelError::io(dir)(e));
+        }
+        if let Err(e) = std::fs::rename(&staging, dir) {
+            // Put the previous model back rather than leave none.
+            if had_old {
+                let _ = std::fs::rename(&old, dir);
+            }
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(ModelError::io(dir)(e));
+        }
+        if let Ok(p) = std::fs::File::open(parent) {
+            let _ = p.sync_all();
+        }
         let _ = std::fs::remove_dir_all(&old);
         Ok(())
     }
@@ -146,11 +177,26 @@ impl Artifact {
         write_json(&dir.join(LABELS_FILE), &self.model.labels)?;
         write_json(&dir.join(CALIBRATION_FILE), &self.calibration)?;
         let mut card = self.card.clone();
-        if let (Some(tuned), Some(record)) = (&self.tuned, card.fine_tune.as_mut()) {
-            let path = dir.join(TUNED_FILE);
-            tuned.save(&path)?;
-            record.weights_sha256 = sha256_file(&path)?;
-            record.tensors = tuned.tensors.len();
+        match (&self.tuned, card.fine_tune.as_mut()) {
+            (Some(tuned), Some(record)) => {
+                let path = dir.join(TUNED_FILE);
+                tuned.save(&path)?;
+                record.weights_sha256 = sha256_file(&path)?;
+                record.tensors = tuned.tensors.len();
+            }
+            (None, None) => {}
+            _ => {
+                return Err(ModelError::TrainingData(
+                    "tuned encoder tensors and the card's fine-tune record go together".into(),
+                ));
+            }
+        }
+        card.files.clear();
+        for f in [HEAD_FILE, LABELS_FILE, CALIBRATION_FILE, TUNED_FILE] {
+            let path = dir.join(f);
+            if path.is_file() {
+                card.files.insert(f.to_owned(), sha256_file(&path)?);
+            }
         }
         write_json(&dir.join(CARD_FILE), &card)?;
         Ok(())
@@ -181,6 +227,29 @@ impl Artifact {
                     card.format_version
                 ),
             ));
+        }
+        for (file, expected) in &card.files {
+            if !matches!(
+                file.as_str(),
+                HEAD_FILE | LABELS_FILE | CALIBRATION_FILE | TUNED_FILE
+            ) {
+                return Err(ModelError::invalid(
+                    &card_path,
+                    format!("lists an unknown file `{file}`"),
+                ));
+            }
+            let path = dir.join(file);
+            if !path.is_file() {
+                return Err(ModelError::MissingFile { path });
+            }
+            let actual = sha256_file(&path)?;
+            if &actual != expected {
+                return Err(ModelError::HashMismatch {
+                    path,
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
         }
         let labels: Vec<String> = read_json(&dir.join(LABELS_FILE))?;
         let calibration: Calibration = read_json(&dir.join(CALIBRATION_FILE))?;
@@ -216,11 +285,6 @@ impl Artifact {
                 head.input_dim()
             )));
         }
-        if !(calibration.temperature.is_finite() && calibration.temperature > 0.0) {
-            return Err(bad(
-                "calibration temperature must be a positive number".into()
-            ));
-        }
         let memory = ExampleMemory::new(memory.flatten_all()?.to_vec1::<f32>()?, dim);
         let tuned = match &card.fine_tune {
             None => None,
@@ -249,6 +313,7 @@ impl Artifact {
             oos: calibration.oos,
             base: card.base_model.hashes.clone(),
         };
+        model.validate().map_err(bad)?;
         Ok(Self {
             model,
             calibration,
@@ -257,8 +322,10 @@ impl Artifact {
         })
     }
 
-    /// Errors unless `actual` is the base model this artifact was trained on.
-    pub fn check_base(&self, dir: &Path, actual: &BaseModelHashes) -> Result<()> {
+    /// Errors unless `encoder` is the base model this artifact was trained
+    /// on, at the same precision, producing the head's features.
+    pub fn check_encoder(&self, dir: &Path, encoder: &Encoder) -> Result<()> {
+        let actual = encoder.hashes();
         if &self.card.base_model.hashes != actual {
             return Err(ModelError::BaseModelMismatch {
                 path: dir.to_path_buf(),
@@ -270,8 +337,24 @@ impl Artifact {
                 actual_base: actual.id(),
             });
         }
-        Ok(())
+        match self.model.encoder_mismatch(encoder) {
+            Some(reason) => Err(ModelError::invalid(dir, reason)),
+            None => Ok(()),
+        }
     }
+}
+
+/// Flushes every file of `dir`, then the directory itself, to stable storage.
+fn sync_dir_files(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(ModelError::io(dir))? {
+        let path = entry.map_err(ModelError::io(dir))?.path();
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(ModelError::io(&path))?;
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(ModelError::io(dir))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {

@@ -46,10 +46,7 @@ impl BertConfig {
     /// Checks the invariants the forward pass relies on.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if let Some(t) = &self.model_type
-            && !matches!(
-                t.as_str(),
-                "bert" | "roberta" | "xlm-roberta" | "distilbert"
-            )
+            && !matches!(t.as_str(), "bert")
         {
             return Err(format!("model_type `{t}` is not a BERT-family encoder"));
         }
@@ -63,6 +60,9 @@ impl BertConfig {
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
+        }
+        if self.type_vocab_size == 0 || self.vocab_size == 0 {
+            return Err("vocab_size and type_vocab_size must be > 0".into());
         }
         if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
             return Err(format!("unsupported hidden_act `{}`", self.hidden_act));

@@ -84,6 +84,10 @@ pub struct ThresholdChoice {
 /// `in_scope_accuracy + oos_weight * oos_recall`; ties go to the lower
 /// threshold (fewer rejections). Without out-of-scope rows it rejects at most
 /// `fallback_reject` of the in-scope rows instead.
+/// The threshold that rejects nothing: the lowest finite `f32`, so that it
+/// survives JSON (which has no infinities).
+pub const ACCEPT_ALL: f32 = f32::MIN;
+
 pub fn choose_threshold(
     rows: &[ScoredRow],
     oos_weight: f64,
@@ -100,13 +104,11 @@ pub fn choose_threshold(
             num as f64 / den as f64
         }
     };
-    let accuracy_all = rate(
-        rows.iter().filter(|r| r.in_scope && r.correct).count(),
-        n_in,
-    );
+    let correct_all = rows.iter().filter(|r| r.in_scope && r.correct).count();
+    let accuracy_all = rate(correct_all, n_in);
     if sorted.is_empty() {
         return ThresholdChoice {
-            threshold: f32::NEG_INFINITY,
+            threshold: ACCEPT_ALL,
             in_scope_accuracy: 0.0,
             oos_recall: 0.0,
         };
@@ -115,7 +117,7 @@ pub fn choose_threshold(
         // Reject the lowest-scoring `fallback_reject` share of in-scope rows.
         let k = ((n_in as f64) * fallback_reject).floor() as usize;
         let threshold = if k == 0 {
-            f32::NEG_INFINITY
+            ACCEPT_ALL
         } else {
             sorted[k.min(sorted.len() - 1)].score
         };
@@ -131,7 +133,7 @@ pub fn choose_threshold(
     }
     // Candidate thresholds: below everything, then just above each distinct score.
     let mut best = ThresholdChoice {
-        threshold: f32::NEG_INFINITY,
+        threshold: ACCEPT_ALL,
         in_scope_accuracy: accuracy_all,
         oos_recall: 0.0,
     };
@@ -140,7 +142,8 @@ pub fn choose_threshold(
     let mut i = 0;
     while i < sorted.len() {
         let s = sorted[i].score;
-        while i < sorted.len() && sorted[i].score == s {
+        // `total_cmp`, not `==`: a NaN score must still advance the loop.
+        while i < sorted.len() && sorted[i].score.total_cmp(&s).is_eq() {
             let r = sorted[i];
             if !r.in_scope {
                 rejected_oos += 1;
@@ -155,10 +158,7 @@ pub fn choose_threshold(
         } else {
             next_up(s)
         };
-        let in_acc = rate(
-            rows.iter().filter(|r| r.in_scope && r.correct).count() - rejected_correct,
-            n_in,
-        );
+        let in_acc = rate(correct_all - rejected_correct, n_in);
         let recall = rate(rejected_oos, n_oos);
         let obj = in_acc + oos_weight * recall;
         if obj > best_obj + 1e-12 {
@@ -233,6 +233,24 @@ mod tests {
         let c = choose_threshold(&rows, 0.5, 0.02);
         assert!(c.threshold > -1.0 && c.threshold < 1.0, "{c:?}");
         assert_eq!((c.in_scope_accuracy, c.oos_recall), (1.0, 1.0));
+    }
+
+    #[test]
+    fn nan_scores_end_the_search() {
+        let row = |score: f32, in_scope: bool| ScoredRow {
+            score,
+            in_scope,
+            correct: in_scope,
+        };
+        let rows = [
+            row(f32::NAN, true),
+            row(1.0, true),
+            row(-1.0, false),
+            row(f32::NAN, false),
+        ];
+        // Terminates (it used to spin on the NaN) and still separates the finite rows.
+        let c = choose_threshold(&rows, 0.5, 0.0);
+        assert!(c.oos_recall >= 0.5, "{c:?}");
     }
 
     #[test]

@@ -163,6 +163,62 @@ impl IntentModel {
         self.layers.first().map_or(0, |l| l.inputs)
     }
 
+    /// Why `encoder` cannot produce this model's features, if it cannot:
+    /// another precision, a pooled layer it does not have, or another width.
+    /// (The base model's identity is checked separately, with its hashes.)
+    pub fn encoder_mismatch(&self, encoder: &crate::encoder::Encoder) -> Option<String> {
+        let spec = &self.features;
+        if spec.precision != encoder.precision() {
+            return Some(format!(
+                "the model was trained on {:?} features, the encoder is {:?}",
+                spec.precision,
+                encoder.precision()
+            ));
+        }
+        if let Some(l) = spec.layers.iter().find(|&&l| l > encoder.num_layers()) {
+            return Some(format!(
+                "the model pools layer {l}, the encoder has {} layers",
+                encoder.num_layers()
+            ));
+        }
+        let dim = spec.dim(encoder.hidden_size());
+        (dim != self.dim()).then(|| {
+            format!(
+                "the encoder gives {dim} features, the head takes {}",
+                self.dim()
+            )
+        })
+    }
+
+    /// Checks what loading cannot take on trust: at least one in-scope
+    /// intent, `out_of_scope` only last, and finite detector statistics.
+    pub fn validate(&self) -> Result<(), String> {
+        let in_scope = self.labels.iter().filter(|l| *l != OUT_OF_SCOPE).count();
+        if in_scope == 0 {
+            return Err("the model has no in-scope intent".into());
+        }
+        if in_scope + usize::from(self.has_oos_class()) != self.labels.len() {
+            return Err(format!("`{OUT_OF_SCOPE}` may only be the last label"));
+        }
+        if self.features.layers.is_empty() {
+            return Err("the feature spec pools no layer".into());
+        }
+        let o = &self.oos;
+        let stats = [Some(o.knn), Some(o.msp), o.poos];
+        if !o.threshold.is_finite()
+            || stats
+                .iter()
+                .flatten()
+                .any(|s| !(s.mean.is_finite() && s.std.is_finite() && s.std > 0.0))
+        {
+            return Err("the out-of-scope calibration has a non-finite value".into());
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err("calibration temperature must be a positive number".into());
+        }
+        Ok(())
+    }
+
     pub fn has_oos_class(&self) -> bool {
         self.labels.last().is_some_and(|l| l == OUT_OF_SCOPE)
     }

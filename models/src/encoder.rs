@@ -164,6 +164,27 @@ impl Encoder {
         tuned: Option<&TunedWeights>,
     ) -> Result<Self> {
         let tokenizer = load_tokenizer(&base.tokenizer_path())?;
+        // Every id, position and type id the tokenizer can produce must index
+        // the embedding tables.
+        let vocab = tokenizer.get_vocab_size(true);
+        if vocab > base.config.vocab_size {
+            return Err(ModelError::invalid(
+                base.tokenizer_path(),
+                format!(
+                    "the tokenizer has {vocab} tokens but config.json's vocab_size is {}",
+                    base.config.vocab_size
+                ),
+            ));
+        }
+        if base.config.max_position_embeddings < MAX_TOKENS {
+            return Err(ModelError::invalid(
+                base.config_path(),
+                format!(
+                    "max_position_embeddings is {}; inputs are up to {MAX_TOKENS} tokens",
+                    base.config.max_position_embeddings
+                ),
+            ));
+        }
         let (bytes, hashes) = base.read_weights()?;
         let weights_path = base.weights_path();
         let unreadable = |e: candle_core::Error| {

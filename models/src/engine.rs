@@ -60,6 +60,9 @@ struct Request {
     reply: oneshot::Sender<Result<Classified>>,
 }
 
+/// Longest text (in bytes) the engine accepts.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
 /// Handle to the engine thread. Dropping it closes the queue; the thread
 /// finishes what was already accepted and exits.
 #[derive(Debug)]
@@ -80,6 +83,11 @@ impl std::fmt::Debug for Request {
 impl Engine {
     /// Starts the engine thread with a loaded encoder and model.
     pub fn start(encoder: Encoder, model: IntentModel, config: EngineConfig) -> Result<Self> {
+        if let Some(reason) = model.encoder_mismatch(&encoder) {
+            return Err(ModelError::Inference(format!(
+                "the model does not fit the encoder: {reason}"
+            )));
+        }
         let (tx, rx) = bounded::<Request>(config.queue_capacity.max(1));
         let thread = std::thread::Builder::new()
             .name("bankbot-nlu".into())
@@ -99,6 +107,14 @@ impl Engine {
     pub fn submit(&self, text: &str) -> Result<oneshot::Receiver<Result<Classified>>> {
         if text.trim().is_empty() {
             return Err(ModelError::EmptyText);
+        }
+        // Only the first 128 tokens count; a huge text would only hold up the
+        // engine thread while it is tokenised.
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(ModelError::TextTooLong {
+                bytes: text.len(),
+                max: MAX_TEXT_BYTES,
+            });
         }
         let (reply, rx) = oneshot::channel();
         let req = Request {
@@ -190,9 +206,18 @@ fn run_round(encoder: &Encoder, model: &IntentModel, round: Vec<Request>, cfg: &
         }
         let chunk: Vec<(Request, Tokens)> = live.drain(n - take..).rev().collect();
         let batch: Vec<&Tokens> = chunk.iter().map(|(_, t)| t).collect();
-        let result = encoder
-            .embed_tokens(&batch, &model.features)
-            .map(|f| model.predict(&f, cfg.top_k));
+        // A panic in model code must not end the engine thread (every later
+        // request would fail): it fails this batch only.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            encoder
+                .embed_tokens(&batch, &model.features)
+                .map(|f| model.predict(&f, cfg.top_k))
+        }))
+        .unwrap_or_else(|_| {
+            Err(ModelError::Inference(
+                "internal error in the model code".into(),
+            ))
+        });
         match result {
             Ok(preds) => {
                 for ((req, _), prediction) in chunk.into_iter().zip(preds) {

@@ -51,6 +51,9 @@ pub enum ModelError {
     #[error("the text is empty")]
     EmptyText,
 
+    #[error("the text is {bytes} bytes long; at most {max} are classified")]
+    TextTooLong { bytes: usize, max: usize },
+
     #[error("the inference queue is full ({capacity} requests waiting); retry shortly")]
     Overloaded { capacity: usize },
 

@@ -179,7 +179,7 @@ pub fn compute(
 
 /// Weighted mean gap between confidence and accuracy over equal-width bins.
 pub fn expected_calibration_error(outcomes: &[Outcome<'_>], bins: usize) -> f64 {
-    if outcomes.is_empty() {
+    if outcomes.is_empty() || bins == 0 {
         return 0.0;
     }
     let mut sum_conf = vec![0.0f64; bins];

@@ -284,7 +284,7 @@ fn fit(
                 std: 1.0,
             },
             poos: None,
-            threshold: f32::NEG_INFINITY,
+            threshold: crate::calibrate::ACCEPT_ALL,
         },
         base: base.clone(),
     };
@@ -605,6 +605,7 @@ pub fn train_on_features(
         validation,
         training_seconds: started.elapsed().as_secs_f64(),
         fine_tune: None,
+        files: BTreeMap::new(),
     };
     let calibration = Calibration {
         temperature: final_model.model.temperature,

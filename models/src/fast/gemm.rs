@@ -25,17 +25,31 @@ impl Isa {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f")
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma");
+            if avx2
+                && std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512vnni")
             {
                 return Isa::Avx512Vnni;
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if avx2 {
                 return Isa::Avx2;
             }
         }
         Isa::Scalar
+    }
+
+    /// Whether this CPU runs `self`'s code. Every kernel checks this before
+    /// trusting an `Isa` it was given (the enum's values can be written by
+    /// anyone, so they prove nothing on their own).
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => Isa::detect() != Isa::Scalar,
+            Isa::Avx512Vnni => Isa::detect() == Isa::Avx512Vnni,
+        }
     }
 
     /// Columns per packed panel.
@@ -75,7 +89,7 @@ impl QMatrix {
         assert_eq!(w.len(), k * n, "weight shape");
         assert_eq!(bias.len(), n, "bias shape");
         let p = isa.panel();
-        let isa = if k.is_multiple_of(4) && n.is_multiple_of(p.max(16)) {
+        let isa = if isa.available() && k.is_multiple_of(4) && n.is_multiple_of(p.max(16)) {
             isa
         } else {
             Isa::Scalar
@@ -140,7 +154,7 @@ pub struct QRows {
 impl QRows {
     /// Quantises `x` (`[m, k]`, row-major) for `isa`, reusing this buffer.
     pub fn quantize(&mut self, x: &[f32], m: usize, k: usize, isa: Isa) {
-        debug_assert_eq!(x.len(), m * k);
+        assert_eq!(x.len(), m * k, "activation shape");
         self.m = m;
         self.k = k;
         self.isa = Some(isa);
@@ -180,30 +194,71 @@ pub enum Epilogue {
 /// `out[m, n] = x · W + b` (then the epilogue), for columns `[n0, n1)`.
 /// `out` is the full `[m, n]` matrix; only the given columns are written.
 pub fn matmul_cols(x: &QRows, w: &QMatrix, out: &mut [f32], n0: usize, n1: usize, epi: Epilogue) {
+    check_product(x, w, out.len(), n0, n1);
+    // SAFETY: the checks above bound every write, and `out` is borrowed
+    // exclusively for the call.
+    unsafe { matmul_cols_raw(x, w, out.as_mut_ptr(), n0, n1, epi) }
+}
+
+/// The bounds every product needs: shapes agree, the rows were quantised for
+/// the matrix's kernel, and the column range is inside the matrix and
+/// aligned to the kernel's panels.
+pub fn check_product(x: &QRows, w: &QMatrix, out_len: usize, n0: usize, n1: usize) {
     assert_eq!(x.k, w.k, "inner dimensions");
     assert_eq!(
         x.isa,
         Some(w.isa),
         "rows must be quantised for the matrix's kernel"
     );
-    assert!(out.len() >= x.m * w.n && n1 <= w.n && n0 <= n1);
+    assert!(
+        out_len >= x.m * w.n && n1 <= w.n && n0 <= n1,
+        "output shape"
+    );
+    let p = w.isa.panel();
+    assert!(
+        n0.is_multiple_of(p) && n1.is_multiple_of(p),
+        "column range {n0}..{n1} is not aligned to {p}-column panels"
+    );
+}
+
+/// [`matmul_cols`] writing through a raw pointer, so that two threads can
+/// fill disjoint column ranges of one output matrix without aliasing
+/// references.
+///
+/// # Safety
+/// [`check_product`] must hold for `out`'s length, `out` must be valid for
+/// `x.m * w.n` writes, and no other thread may read or write columns
+/// `[n0, n1)` of any row while the call runs.
+pub unsafe fn matmul_cols_raw(
+    x: &QRows,
+    w: &QMatrix,
+    out: *mut f32,
+    n0: usize,
+    n1: usize,
+    epi: Epilogue,
+) {
     match w.isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => {
-            // SAFETY: the matrix is only packed for VNNI after `Isa::detect`
-            // found avx512f, avx512bw and avx512vnni on this CPU.
+            // SAFETY: `QMatrix::new` packs for VNNI only when `available()`
+            // found avx512f, avx512bw, avx512vnni, avx2 and fma; the caller
+            // guarantees the bounds.
             unsafe { vnni::matmul(x, w, out, n0, n1) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
-            // SAFETY: packed for AVX2 only after `Isa::detect` found avx2.
+            // SAFETY: packed for AVX2 only when avx2 and fma were found.
             unsafe { avx2::matmul(x, w, out, n0, n1) }
         }
-        _ => scalar(x, w, out, n0, n1),
+        // SAFETY: the caller guarantees the bounds and exclusive columns.
+        _ => unsafe { scalar(x, w, out, n0, n1) },
     }
     if epi == Epilogue::Gelu {
         for r in 0..x.m {
-            super::ops::gelu_in_place(w.isa, &mut out[r * w.n + n0..r * w.n + n1]);
+            // SAFETY: columns [n0, n1) of row r are inside `out` and written
+            // by this call only.
+            let row = unsafe { std::slice::from_raw_parts_mut(out.add(r * w.n + n0), n1 - n0) };
+            super::ops::gelu_in_place(w.isa, row);
         }
     }
 }
@@ -214,7 +269,9 @@ pub fn split_cols(w: &QMatrix) -> usize {
     ((w.n / p) / 2) * p
 }
 
-fn scalar(x: &QRows, w: &QMatrix, out: &mut [f32], n0: usize, n1: usize) {
+/// # Safety
+/// As [`matmul_cols_raw`].
+unsafe fn scalar(x: &QRows, w: &QMatrix, out: *mut f32, n0: usize, n1: usize) {
     let (k, n) = (w.k, w.n);
     for r in 0..x.m {
         let row = &x.data[r * k..(r + 1) * k];
@@ -225,7 +282,11 @@ fn scalar(x: &QRows, w: &QMatrix, out: &mut [f32], n0: usize, n1: usize) {
                 .zip(col)
                 .map(|(&a, &b)| i32::from(a as i8) * i32::from(b))
                 .sum();
-            out[r * n + j] = acc as f32 * x.scale[r] * w.scale[j] + w.bias[j];
+            // SAFETY: r < m and j < n, inside `out` (see the caller).
+            unsafe {
+                out.add(r * n + j)
+                    .write(acc as f32 * x.scale[r] * w.scale[j] + w.bias[j])
+            };
         }
     }
 }
@@ -243,7 +304,7 @@ mod vnni {
     unsafe fn tile<const MR: usize, const NV: usize>(
         x: &QRows,
         w: &QMatrix,
-        out: &mut [f32],
+        out: *mut f32,
         r0: usize,
         j: usize,
     ) {
@@ -288,14 +349,14 @@ mod vnni {
                     let sw = _mm512_loadu_ps(w.scale.as_ptr().add(c));
                     let bias = _mm512_loadu_ps(w.bias.as_ptr().add(c));
                     let y = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(exact), sa), sw, bias);
-                    _mm512_storeu_ps(out.as_mut_ptr().add((r0 + i) * n + c), y);
+                    _mm512_storeu_ps(out.add((r0 + i) * n + c), y);
                 }
             }
         }
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn matmul(x: &QRows, w: &QMatrix, out: &mut [f32], n0: usize, n1: usize) {
+    pub(super) unsafe fn matmul(x: &QRows, w: &QMatrix, out: *mut f32, n0: usize, n1: usize) {
         let m = x.m;
         let mut j = n0;
         while j < n1 {
@@ -334,7 +395,7 @@ mod avx2 {
     unsafe fn tile<const MR: usize, const NV: usize>(
         x: &QRows,
         w: &QMatrix,
-        out: &mut [f32],
+        out: *mut f32,
         r0: usize,
         j: usize,
     ) {
@@ -378,14 +439,14 @@ mod avx2 {
                     let bias = _mm256_loadu_ps(w.bias.as_ptr().add(c));
                     let y =
                         _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[i][v]), sa), sw, bias);
-                    _mm256_storeu_ps(out.as_mut_ptr().add((r0 + i) * n + c), y);
+                    _mm256_storeu_ps(out.add((r0 + i) * n + c), y);
                 }
             }
         }
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn matmul(x: &QRows, w: &QMatrix, out: &mut [f32], n0: usize, n1: usize) {
+    pub(super) unsafe fn matmul(x: &QRows, w: &QMatrix, out: *mut f32, n0: usize, n1: usize) {
         let m = x.m;
         let mut j = n0;
         while j < n1 {
@@ -424,19 +485,18 @@ mod tests {
     }
 
     /// Every kernel this CPU has gives exactly the scalar kernel's result
-    /// (integer accumulation is exact), for ragged row counts and column ranges.
+    /// (integer accumulation is exact), for ragged row counts and column
+    /// ranges. n = 208 is not a multiple of 64, so the narrow tail tiles run.
     #[test]
     fn kernels_agree_with_scalar_exactly() {
-        let (k, n) = (96, 192);
+        let (k, n) = (96, 208);
         let w = random(k * n, 1);
         let bias = random(n, 2);
         let reference = QMatrix::new(&w, k, n, &bias, Isa::Scalar);
-        for isa in [Isa::detect(), Isa::Avx2] {
-            #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Avx2 && !std::arch::is_x86_feature_detected!("avx2") {
-                continue;
-            }
+        // An ISA this CPU lacks falls back to scalar code (`available`).
+        for isa in [Isa::detect(), Isa::Avx2, Isa::Avx512Vnni] {
             let q = QMatrix::new(&w, k, n, &bias, isa);
+            assert!(q.isa().available());
             for m in [1, 3, 4, 7, 13] {
                 let x = random(m * k, 3 + m as u64);
                 let (mut xs, mut xq) = (QRows::default(), QRows::default());
@@ -445,9 +505,12 @@ mod tests {
                 let mut a = vec![0f32; m * n];
                 let mut b = vec![0f32; m * n];
                 matmul_cols(&xs, &reference, &mut a, 0, n, Epilogue::None);
-                let half = split_cols(&q);
-                matmul_cols(&xq, &q, &mut b, 0, half, Epilogue::None);
-                matmul_cols(&xq, &q, &mut b, half, n, Epilogue::None);
+                // Three ranges, each panel-aligned: 0..16, 16..split, split..n.
+                let split = split_cols(&q).max(32);
+                let first = q.isa().panel().max(16).min(split);
+                matmul_cols(&xq, &q, &mut b, 0, first, Epilogue::None);
+                matmul_cols(&xq, &q, &mut b, first, split, Epilogue::None);
+                matmul_cols(&xq, &q, &mut b, split, n, Epilogue::None);
                 for (u, v) in a.iter().zip(&b) {
                     assert!(
                         (u - v).abs() <= 1e-5 * u.abs().max(1.0),
@@ -456,6 +519,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "not aligned")]
+    fn misaligned_column_ranges_are_refused() {
+        let (k, n) = (8, 32);
+        let q = QMatrix::new(&vec![0.5; k * n], k, n, &[0.0; 32], Isa::detect());
+        if q.isa() == Isa::Scalar {
+            panic!("not aligned (scalar code takes any range)");
+        }
+        let mut x = QRows::default();
+        x.quantize(&[1.0; 8], 1, k, q.isa());
+        matmul_cols(&x, &q, &mut [0.0; 32], 3, 32, Epilogue::None);
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! Weights are 4x smaller than f32 (the layers fit in the L3 cache), and the
 //! VNNI/AVX2 kernels do 2-4x the multiply-adds of f32 FMA per cycle.
 
-pub mod gemm;
-pub mod ops;
+pub(crate) mod gemm;
+pub(crate) mod ops;
+
+pub use gemm::Isa;
 
 use std::sync::Mutex;
 
@@ -22,7 +24,7 @@ use candle_core::Tensor;
 
 use crate::bert::Bert;
 use crate::encoder::{FeatureSpec, Tokens};
-use gemm::{Epilogue, Isa, QMatrix, QRows};
+use gemm::{Epilogue, QMatrix, QRows};
 
 /// Work (multiply-adds) below which a product is not split across threads.
 const SPLIT_MACS: usize = 1 << 20;
@@ -116,7 +118,7 @@ impl FastBert {
             .build()
             .map_err(|e| candle_core::Error::Msg(format!("cannot start inference threads: {e}")))?;
         Ok(Self {
-            isa: layers.first().map_or(isa, |l| l.qkv.isa()),
+            isa,
             hidden: p.hidden,
             heads: p.heads,
             intermediate: p.intermediate,
@@ -131,6 +133,9 @@ impl FastBert {
         })
     }
 
+    /// The instruction set of the element-wise code. Each product uses its
+    /// matrix's own kernel, which falls back to scalar code for shapes the
+    /// SIMD kernels do not tile.
     pub fn isa(&self) -> Isa {
         self.isa
     }
@@ -236,7 +241,7 @@ impl FastBert {
     fn layer(&self, l: &Layer, lens: &[usize], m: usize, s: &mut Scratch) {
         let h = self.hidden;
         // Fused QKV.
-        s.q.quantize(&s.x, m, h, self.isa);
+        s.q.quantize(&s.x, m, h, l.qkv.isa());
         s.qkv.resize(m * 3 * h, 0.0);
         self.matmul(&s.q, &l.qkv, &mut s.qkv, Epilogue::None);
         // Attention per utterance; a batch is split between two threads at the
@@ -282,7 +287,7 @@ impl FastBert {
             run(qkv_a, ctx_a, lens, scr_a);
         }
         // Attention output + residual + norm.
-        s.q.quantize(&s.ctx, m, h, self.isa);
+        s.q.quantize(&s.ctx, m, h, l.attn_out.isa());
         s.attn.resize(m * h, 0.0);
         self.matmul(&s.q, &l.attn_out, &mut s.attn, Epilogue::None);
         ops::add_layer_norm(
@@ -295,10 +300,10 @@ impl FastBert {
             self.eps,
         );
         // Feed-forward.
-        s.q.quantize(&s.attn, m, h, self.isa);
+        s.q.quantize(&s.attn, m, h, l.ffn_in.isa());
         s.inter.resize(m * self.intermediate, 0.0);
         self.matmul(&s.q, &l.ffn_in, &mut s.inter, Epilogue::Gelu);
-        s.q.quantize(&s.inter, m, self.intermediate, self.isa);
+        s.q.quantize(&s.inter, m, self.intermediate, l.ffn_out.isa());
         self.matmul(&s.q, &l.ffn_out, &mut s.x, Epilogue::None);
         ops::add_layer_norm(
             self.isa,
@@ -319,36 +324,33 @@ impl FastBert {
             gemm::matmul_cols(x, w, out, 0, w.n, epi);
             return;
         }
-        let ptr = SharedOut(out.as_mut_ptr(), out.len());
+        gemm::check_product(x, w, out.len(), 0, half);
+        gemm::check_product(x, w, out.len(), half, w.n);
+        let ptr = SharedOut(out.as_mut_ptr());
         rayon::join(
-            || {
-                // SAFETY: the two halves write disjoint column ranges of each row.
-                let out = unsafe { ptr.slice() };
-                gemm::matmul_cols(x, w, out, 0, half, epi);
-            },
-            || {
-                // SAFETY: as above.
-                let out = unsafe { ptr.slice() };
-                gemm::matmul_cols(x, w, out, half, w.n, epi);
-            },
+            // SAFETY: both ranges passed `check_product` for `out`, which
+            // stays borrowed (and unused) until the join returns, and the two
+            // sides write disjoint column ranges of each row.
+            || unsafe { gemm::matmul_cols_raw(x, w, ptr.get(), 0, half, epi) },
+            // SAFETY: as above.
+            || unsafe { gemm::matmul_cols_raw(x, w, ptr.get(), half, w.n, epi) },
         );
     }
 }
 
-/// The output matrix shared by the two column halves of one product.
+/// The output matrix shared by the two column halves of one product. Only a
+/// raw pointer crosses the threads: no two `&mut` to the buffer ever exist.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32, usize);
+struct SharedOut(*mut f32);
 
 // SAFETY: used only inside `rayon::join`, where each side writes a disjoint
-// set of columns; the borrow of the buffer outlives the join.
+// set of columns through the pointer; the borrow of the buffer outlives the join.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
-    /// # Safety
-    /// Callers must write only columns no other holder writes.
-    unsafe fn slice<'a>(self) -> &'a mut [f32] {
-        // SAFETY: pointer and length come from a live `&mut [f32]` (see type docs).
-        unsafe { std::slice::from_raw_parts_mut(self.0, self.1) }
+    /// A method (not field access), so closures capture the whole `Send` wrapper.
+    fn get(self) -> *mut f32 {
+        self.0
     }
 }
