@@ -173,7 +173,8 @@ pub struct EvalArgs {
     /// K-fold cross-validation over the catalogue in --intents (no --model/--data).
     #[arg(long, value_name = "K", conflicts_with = "data")]
     pub folds: Option<usize>,
-    /// The catalogue for --folds.
+    /// The catalogue for --folds; with --data, the model's training
+    /// catalogue, against which rows are checked for leaked training examples.
     #[arg(long, default_value = DEFAULT_INTENTS_DIR)]
     pub intents: PathBuf,
 }

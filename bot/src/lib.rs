@@ -5,12 +5,14 @@
 //! NLU from `bankbot-models`. Later it hosts the gRPC service, dialog engine,
 //! storage and escalation queue.
 
+pub mod atomic;
 pub mod catalogue;
 pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod evalset;
 pub mod fetch;
+pub mod input;
 pub mod nlu;
 pub mod paths;
 pub mod report;

@@ -84,7 +84,7 @@ pub fn load_model_and_encoder(
         artifact.tuned.as_ref(),
     )
     .with_context(|| format!("loading the base model from {}", base.display()))?;
-    artifact.check_base(dir, encoder.hashes())?;
+    artifact.check_encoder(dir, &encoder)?;
     Ok((encoder, artifact))
 }
 
@@ -273,7 +273,17 @@ pub fn ensure_default_model(
         }
         Ok(_) => match load_model_and_encoder(paths, model_dir, true) {
             Ok(loaded) => return Ok(loaded),
-            Err(_) => "it does not fit the configured base model",
+            // Only another base model is a reason to retrain; anything else
+            // (no network for the fetch, a tampered file, IO) is reported.
+            Err(e)
+                if matches!(
+                    e.downcast_ref::<ModelError>(),
+                    Some(ModelError::BaseModelMismatch { .. })
+                ) =>
+            {
+                "it was trained on another base model"
+            }
+            Err(e) => return Err(e),
         },
         Err(ModelError::MissingFile { .. }) => "there is none yet",
         Err(_) => "the stored one is unreadable",

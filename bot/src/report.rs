@@ -66,6 +66,14 @@ pub struct Baseline {
     pub macro_f1: f64,
     #[serde(default)]
     pub oos: Option<BaselineOos>,
+    /// The data the baseline was measured on (absent in hand-written baselines).
+    #[serde(default)]
+    pub data: Option<BaselineData>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BaselineData {
+    pub hash: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +122,12 @@ impl Gates {
             }
         }
         if let Some(b) = &self.baseline {
+            if b.oos.is_some() && m.oos.is_none() {
+                return Err(
+                    "the baseline has out-of-scope figures but the data has no out-of-scope rows"
+                        .into(),
+                );
+            }
             let checks = [
                 ("accuracy", m.accuracy, Some(b.accuracy)),
                 ("macro-F1", m.macro_f1, Some(b.macro_f1)),
@@ -405,12 +419,15 @@ pub fn confusion_svg(m: &Metrics) -> String {
 /// Writes `report.json`, `confusion-matrix.svg` and `misclassified.csv`.
 pub fn write_dir(dir: &Path, r: &EvalReport) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_string_pretty(r)? + "\n",
+    crate::atomic::write(
+        &dir.join("report.json"),
+        (serde_json::to_string_pretty(r)? + "\n").as_bytes(),
     )?;
-    std::fs::write(dir.join("confusion-matrix.svg"), confusion_svg(&r.metrics))?;
-    let mut w = csv::Writer::from_path(dir.join("misclassified.csv"))?;
+    crate::atomic::write(
+        &dir.join("confusion-matrix.svg"),
+        confusion_svg(&r.metrics).as_bytes(),
+    )?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(["text", "expected", "predicted", "confidence", "location"])?;
     for x in &r.misses {
         w.write_record([
@@ -421,7 +438,8 @@ pub fn write_dir(dir: &Path, r: &EvalReport) -> anyhow::Result<()> {
             &x.location,
         ])?;
     }
-    w.flush()?;
+    let csv = w.into_inner().map_err(|e| e.into_error())?;
+    crate::atomic::write(&dir.join("misclassified.csv"), &csv)?;
     Ok(())
 }
 
@@ -500,6 +518,7 @@ mod tests {
                 accuracy: 0.70,
                 macro_f1: 0.0,
                 oos: None,
+                data: None,
             }),
             max_drop: 0.01,
             ..Default::default()
@@ -513,6 +532,7 @@ mod tests {
                 accuracy: 0.67,
                 macro_f1: 0.0,
                 oos: None,
+                data: None,
             }),
             max_drop: 0.01,
             ..Default::default()

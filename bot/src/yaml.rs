@@ -321,22 +321,16 @@ pub fn pos_of_byte(src: &str, byte: usize) -> Pos {
 
 /// The source position of character `char_index` of a scalar's value, when it
 /// can be mapped exactly (single-line plain or quoted scalars); otherwise the
-/// scalar's own position.
-pub fn pos_in_scalar(src: &str, node: &Node, char_index: usize) -> Pos {
+/// scalar's own position. `lines` are the source's lines (`str::lines`),
+/// split once per file so that each call costs one line.
+pub fn pos_in_scalar(lines: &[&str], node: &Node, char_index: usize) -> Pos {
     let NodeKind::Scalar { value, style } = &node.kind else {
         return node.pos;
     };
-    let Some(rest) = src
-        .chars()
-        .skip(node.offset)
-        .collect::<String>()
-        .lines()
-        .next()
-        .map(str::to_owned)
-    else {
+    let Some(line) = node.pos.line.checked_sub(1).and_then(|l| lines.get(l)) else {
         return node.pos;
     };
-    let mut src_chars = rest.chars();
+    let mut src_chars = line.chars().skip(node.pos.col.saturating_sub(1));
     let mut col = node.pos.col;
     match style {
         ScalarStyle::Plain => {}
@@ -791,6 +785,8 @@ mod tests {
         let src = "examples:\n  - send [50 euros(amount)\n  - 'it''s [x'\n";
         let root = parse(src, &Limits::default()).unwrap().unwrap();
         let items = root.get("examples").unwrap().items();
+        let src: Vec<&str> = src.lines().collect();
+        let src = src.as_slice();
         // Plain: character 5 is the `[`, at column 5 + 5.
         assert_eq!(pos_in_scalar(src, &items[0], 5), Pos { line: 2, col: 10 });
         // Single-quoted with a doubled quote: value "it's [x", `[` is character 5.

@@ -408,6 +408,8 @@ fn without_model_the_default_one_is_trained_and_kept_current() {
     assert!(work.path().join(".bankbot/model/model_card.json").is_file());
     assert!(stdout(&o).contains("\"card_lost\""));
     let o = parse(b"opening hours\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"branch_hours\""), "{}", stdout(&o));
     assert!(
         !stderr(&o).contains("training"),
         "retrained needlessly: {}",
@@ -496,6 +498,17 @@ fn damaged_or_foreign_models_get_specific_errors() {
     let o = parse(&m);
     assert_eq!(o.status.code(), Some(1));
     assert!(
+        stderr(&o).contains("head.safetensors: sha256 is"),
+        "the card's file hashes catch it: {}",
+        stderr(&o)
+    );
+    // Without the card's file hashes, the safetensors reader still refuses it.
+    let mut card: Value = serde_json::from_str(&card).unwrap();
+    card.as_object_mut().unwrap().remove("files");
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    let o = parse(&m);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
         stderr(&o).contains("truncated or corrupt safetensors"),
         "{}",
         stderr(&o)
@@ -569,11 +582,11 @@ fn imports_produce_catalogues_that_pass_check() {
     let src = write_tree(&[
         (
             "data.csv",
-            "intent,text\nCheck Balance,what's my balance\nCheck Balance,balance [today]\nCheck Balance,What's my balance?\nLost Card,\"I lost my card, help\"\n",
+            "intent,text\nCheck Balance,what's my balance\nCheck Balance,balance [today]\nCheck Balance,What's my balance?\nLost Card,\"I lost my card, help\"\nLost Card,\"card gone\nsince monday\"\noos,what's the weather\nout_of_scope,tell me a joke\n",
         ),
         (
             "nlu.yml",
-            "version: \"3.1\"\nnlu:\n- intent: greet\n  examples: |\n    - hey\n    - 'yes' hello\n- intent: faq/fees\n  examples: |\n    - send [50](amount) to [Bob]{\"entity\": \"payee\", \"value\": \"bob\"}\n    - fees: how much?\n- synonym: savings\n  examples: |\n    - pots\n",
+            "version: \"3.1\"\nnlu:\n- intent: greet\n  examples: |\n    - hey\n    - 'yes' hello\n- intent: faq/fees\n  examples: |\n    - send [50](amount) to [Bob]{\"entity\": \"payee\", \"value\": \"bob\"}\n    - fees: how much?\n    - ref a] b [5](amount) c \\ d\n- synonym: savings\n  examples: |\n    - pots\n",
         ),
     ]);
     let out = tempfile::tempdir().unwrap();
@@ -599,6 +612,12 @@ fn imports_produce_catalogues_that_pass_check() {
         "the repeat differing only in case and punctuation is dropped"
     );
     assert_eq!(bal.examples[1].text(), "balance [today]");
+    // A line break inside a cell becomes a space; `oos` and `out_of_scope` are one intent.
+    let lost = cat.intents.iter().find(|i| i.name == "lost_card").unwrap();
+    assert_eq!(lost.examples[1].text(), "card gone since monday");
+    assert_eq!(cat.out_of_scope.as_ref().unwrap().examples.len(), 2);
+    let o = bankbot().arg("check").arg(&csv_out).output().unwrap();
+    assert!(o.status.success(), "{}", stdout(&o));
     // Existing files are not overwritten without --force.
     let o = bankbot()
         .args(["import", "csv"])
@@ -625,6 +644,9 @@ fn imports_produce_catalogues_that_pass_check() {
     assert_eq!(fees.examples[0].raw, "send [50](amount) to [Bob](payee)");
     assert_eq!(fees.examples[0].annotated.entities.len(), 2);
     assert_eq!(fees.examples[1].text(), "fees: how much?");
+    // Brackets and backslashes outside markup stay literal text.
+    assert_eq!(fees.examples[2].text(), r"ref a] b 5 c \ d");
+    assert!(stderr(&o).contains("renamed intent \"faq/fees\" -> `faq_fees`"));
     let o = bankbot().arg("check").arg(&rasa_out).output().unwrap();
     assert!(o.status.success(), "{}", stdout(&o));
 }
@@ -740,4 +762,37 @@ fn feature_layers_are_chosen_recorded_and_checked() {
     assert!(e.contains("feature layers [9] do not fit"), "{e}");
     let e = bad(&["--layers", "0", "--fine-tune", "--tune-layers", "1"]);
     assert!(e.contains("fine-tuning would change nothing"), "{e}");
+}
+
+#[test]
+fn eval_counts_rows_that_are_training_examples() {
+    let (cat, out) = train_small(&[]);
+    let data = out.path().join("leaky.csv");
+    // Two training examples (one in another case and spacing), one new row.
+    std::fs::write(
+        &data,
+        "text,intent\nLost Card ,card_lost\ncurrent balance,check_balance\nwhere can I withdraw cash abroad,check_balance\n",
+    )
+    .unwrap();
+    let eval = |intents: &Path| {
+        bankbot()
+            .args(["eval", "--format", "json", "--model"])
+            .arg(out.path().join("m"))
+            .arg("--data")
+            .arg(&data)
+            .arg("--intents")
+            .arg(intents)
+            .output()
+            .unwrap()
+    };
+    let o = eval(cat.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["rows_seen_in_training"], 2);
+    // Another catalogue than the training one: unknown, and said so.
+    let o = eval(Path::new("intents"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(v["rows_seen_in_training"].is_null(), "{v}");
+    assert!(stderr(&o).contains("not the catalogue this model was trained on"));
 }

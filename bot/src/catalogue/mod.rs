@@ -169,6 +169,12 @@ pub fn read_text(path: &Path, max_bytes: usize) -> Result<String, Diagnostic> {
             "invalid UTF-8: save the file as UTF-8",
         )
     })?;
+    // Editors on Windows (Notepad, Excel) start UTF-8 files with a byte
+    // order mark; it is not content.
+    let text = match text.strip_prefix('\u{FEFF}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    };
     if text.trim().is_empty() {
         return Err(Diagnostic::error(path, start, "file is empty"));
     }
@@ -336,6 +342,8 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
         ));
     }
     let mut examples = Vec::with_capacity(file.examples.len());
+    // Split into lines only if an annotation error needs a position.
+    let lines = std::cell::OnceCell::<Vec<&str>>::new();
     for (raw, node) in file.examples.iter().zip(example_nodes) {
         if raw.trim().is_empty() {
             diags.push(Diagnostic::error(path, node.pos, "empty example"));
@@ -368,7 +376,7 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
             }),
             Err(e) => diags.push(Diagnostic::error(
                 path,
-                yaml::pos_in_scalar(&src, node, e.column),
+                yaml::pos_in_scalar(lines.get_or_init(|| src.lines().collect()), node, e.column),
                 format!("malformed annotation: {}", e.message),
             )),
         }

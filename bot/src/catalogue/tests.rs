@@ -135,6 +135,18 @@ fn unreadable_files_get_specific_errors() {
 }
 
 #[test]
+fn a_byte_order_mark_is_not_content() {
+    let file = format!("\u{FEFF}{MODELINE}intent: card_arrival\nexamples:\n  - where is my card\n");
+    let other = intent("greet");
+    let (cat, diags) = load(&[
+        ("card_arrival.yaml", file.as_bytes()),
+        ("greet.yaml", other.as_bytes()),
+    ]);
+    assert!(!diags.contains("error"), "{diags}");
+    assert_eq!(cat.unwrap().intents[0].name, "card_arrival");
+}
+
+#[test]
 fn out_of_scope_is_kept_apart_and_oos_is_an_alias() {
     let oos = format!("{MODELINE}intent: oos\nexamples:\n  - what's the weather\n");
     let (cat, _) = load(&[

@@ -97,7 +97,7 @@ fn latency(paths: &Paths, args: &LatencyArgs) -> anyhow::Result<bool> {
         precision.as_str(),
         match precision {
             bankbot_models::encoder::Precision::Int8 =>
-                format!("{:?} kernels", bankbot_models::fast::gemm::Isa::detect()),
+                format!("{:?} kernels", bankbot_models::fast::Isa::detect()),
             bankbot_models::encoder::Precision::F32 => "candle".to_owned(),
         }
     );
@@ -160,14 +160,17 @@ fn latency(paths: &Paths, args: &LatencyArgs) -> anyhow::Result<bool> {
     if let Some(path) = &args.json {
         let report = json!({
             "encoder": precision.as_str(),
-            "kernels": format!("{:?}", bankbot_models::fast::gemm::Isa::detect()),
+            "kernels": format!("{:?}", bankbot_models::fast::Isa::detect()),
             "load_ms": ms(load),
             "single": { "requests": args.requests, "p50_ms": ms(percentile(&single, 0.5)), "p99_ms": ms(percentile(&single, 0.99)) },
             "concurrent": runs,
             "rss_mib": rss,
             "peak_rss_mib": peak,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")?;
+        crate::atomic::write(
+            path,
+            (serde_json::to_string_pretty(&report)? + "\n").as_bytes(),
+        )?;
     }
     Ok(true)
 }
@@ -335,7 +338,10 @@ fn clinc150(paths: &Paths, args: &Clinc150Args) -> anyhow::Result<bool> {
         cal_rows.len()
     );
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&result)? + "\n")?;
+        crate::atomic::write(
+            path,
+            (serde_json::to_string_pretty(&result)? + "\n").as_bytes(),
+        )?;
     }
     Ok(true)
 }

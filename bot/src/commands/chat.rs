@@ -1,12 +1,16 @@
 //! `bankbot chat`: a terminal loop for staff to try the classifier.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 
-use bankbot_models::engine::EngineConfig;
+use bankbot_models::engine::{EngineConfig, MAX_TEXT_BYTES};
 
 use crate::cli::ChatArgs;
 use crate::commands::load_engine;
+use crate::input::{self, Line};
 use crate::paths::Paths;
+
+/// Longest message read: what the engine classifies.
+const MAX_LINE_BYTES: usize = MAX_TEXT_BYTES;
 
 pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
     let engine = load_engine(
@@ -24,17 +28,26 @@ pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
         );
     }
     let mut stdout = std::io::stdout();
-    let mut lines = std::io::stdin().lock().lines();
+    let mut stdin = std::io::stdin().lock();
     loop {
         if interactive {
             print!("> ");
             stdout.flush()?;
         }
-        let Some(line) = lines.next() else { break };
+        // A read error (a directory as stdin, a closed terminal) ends the session.
+        let Some(line) = input::read_line(&mut stdin, MAX_LINE_BYTES)? else {
+            break;
+        };
         let line = match line {
-            Ok(l) => l,
-            Err(e) => {
-                println!("  (unreadable input: {e})");
+            Line::Text(bytes) => match String::from_utf8(bytes) {
+                Ok(l) => l,
+                Err(_) => {
+                    println!("  (not UTF-8 text; try again)");
+                    continue;
+                }
+            },
+            Line::TooLong => {
+                println!("  (longer than {MAX_LINE_BYTES} bytes; try a shorter message)");
                 continue;
             }
         };

@@ -12,6 +12,12 @@ use crate::nlu;
 use crate::paths::Paths;
 
 pub fn run(paths: &Paths, args: &CheckArgs) -> anyhow::Result<bool> {
+    if !(args.near_duplicate > 0.0 && args.near_duplicate <= 1.0) {
+        anyhow::bail!(
+            "--near-duplicate must be a cosine similarity in (0, 1], got {}",
+            args.near_duplicate
+        );
+    }
     let (cat, mut diags) = match catalogue::load_dir(&args.dir) {
         Ok(ok) => ok,
         Err(d) => {
@@ -27,13 +33,18 @@ pub fn run(paths: &Paths, args: &CheckArgs) -> anyhow::Result<bool> {
             return Ok(false);
         }
     };
+    // A check that could not run must not let --deny-warnings pass.
+    let mut check_failed = false;
     match near_duplicates(paths, &cat, args.near_duplicate) {
         Ok(Some(found)) => diags.extend(found),
         Ok(None) => eprintln!(
             "note: base model not installed at {}; near-duplicate check skipped (`bankbot model fetch` enables it)",
             paths.base_model.display()
         ),
-        Err(e) => eprintln!("note: near-duplicate check skipped: {e:#}"),
+        Err(e) => {
+            check_failed = true;
+            eprintln!("warning: the near-duplicate check failed: {e:#}");
+        }
     }
     diag::sort(&mut diags);
     for d in &diags {
@@ -50,7 +61,7 @@ pub fn run(paths: &Paths, args: &CheckArgs) -> anyhow::Result<bool> {
             o.examples.len()
         )),
     );
-    Ok(!(args.deny_warnings && warnings > 0))
+    Ok(!(args.deny_warnings && (warnings > 0 || check_failed)))
 }
 
 /// Pairs of examples from different intents whose sentence embeddings are at

@@ -1,7 +1,7 @@
 //! `bankbot eval`: a model against labelled utterances (or k-fold
 //! cross-validation of a catalogue), with reports and CI gates.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -19,9 +19,6 @@ use crate::evalset;
 use crate::nlu;
 use crate::paths::Paths;
 use crate::report::{self, Baseline, DataRef, EvalReport, Gates, Miss, ModelRef};
-
-/// Similarity above which an evaluation row counts as a training example.
-const SEEN_SIMILARITY: f32 = 0.9999;
 
 pub fn run(paths: &Paths, args: &EvalArgs) -> anyhow::Result<bool> {
     let gates = gates(args)?;
@@ -42,14 +39,16 @@ pub fn run(paths: &Paths, args: &EvalArgs) -> anyhow::Result<bool> {
                 rows: rows.len(),
                 hash: sha256_hex(&bytes),
             };
-            evaluate(
+            let mut report = evaluate(
                 &encoder,
                 &artifact,
                 &args.model.display().to_string(),
                 &labelled,
                 &sources,
                 data_ref,
-            )?
+            )?;
+            report.rows_seen_in_training = seen_in_training(&args.intents, &artifact, &labelled);
+            report
         }
         (None, None) => bail!("give --data FILE, or --folds K for cross-validation"),
     };
@@ -62,6 +61,14 @@ pub fn run(paths: &Paths, args: &EvalArgs) -> anyhow::Result<bool> {
     if let Some(dir) = &args.report_dir {
         report::write_dir(dir, &report)
             .with_context(|| format!("writing the report to {}", dir.display()))?;
+    }
+    if let Some(b) = gates.baseline.as_ref().and_then(|b| b.data.as_ref())
+        && b.hash != report.data.hash
+    {
+        eprintln!(
+            "note: the baseline was measured on other data (sha256 {}…); the comparison is only indicative",
+            b.hash.chars().take(12).collect::<String>()
+        );
     }
     match gates.check(&report) {
         Ok(()) => Ok(true),
@@ -122,8 +129,7 @@ fn evaluate(
         .zip(&signals)
         .map(|(p, s)| artifact.model.decide(p, s, 1))
         .collect();
-    let seen = signals.iter().filter(|s| s.knn >= SEEN_SIMILARITY).count();
-    let mut report = build_report(
+    let report = build_report(
         &artifact.model,
         rows,
         sources,
@@ -131,8 +137,36 @@ fn evaluate(
         data,
         model_ref(artifact, model_path),
     );
-    report.rows_seen_in_training = Some(seen);
     Ok(report)
+}
+
+/// How many rows are (after normalisation) examples of the catalogue in
+/// `intents`, out-of-scope ones included. `None`, with a note, when that
+/// catalogue is not the one the model was trained on: then nothing is known.
+fn seen_in_training(intents: &Path, artifact: &Artifact, rows: &[LabelledText]) -> Option<usize> {
+    let cat = catalogue::load_dir(intents).ok().map(|(cat, _)| cat);
+    match cat.filter(|c| c.data_hash() == artifact.card.training_data.hash) {
+        Some(cat) => {
+            let trained: HashSet<String> = cat
+                .labelled()
+                .iter()
+                .map(|(text, _)| catalogue::normalise(text))
+                .collect();
+            Some(
+                rows.iter()
+                    .filter(|r| trained.contains(&catalogue::normalise(&r.text)))
+                    .count(),
+            )
+        }
+        None => {
+            eprintln!(
+                "note: {} is not the catalogue this model was trained on (pass it with \
+                 --intents); rows were not checked against the training examples",
+                intents.display()
+            );
+            None
+        }
+    }
 }
 
 fn model_ref(a: &Artifact, path: &str) -> ModelRef {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use bankbot_models::annotation;
+use bankbot_models::metrics::OUT_OF_SCOPE;
 
 use crate::catalogue::files::{IntentFile, schema_json};
 use crate::catalogue::{self, normalise};
@@ -58,13 +59,20 @@ fn add(
     let Some(name) = normalise_name(raw_name) else {
         bail!("intent name {raw_name:?} has no letters or digits");
     };
+    // `oos` and `out_of_scope` are one intent in the catalogue.
+    let name = if catalogue::is_out_of_scope(&name) {
+        OUT_OF_SCOPE.to_owned()
+    } else {
+        name
+    };
     if name != raw_name {
         renames.insert(raw_name.to_owned(), name.clone());
     }
     let list = intents.entry(name).or_default();
-    let example = example.trim();
-    if !example.is_empty() && !list.iter().any(|e| normalise(e) == normalise(example)) {
-        list.push(example.to_owned());
+    // Examples are single lines: line breaks inside a CSV cell become spaces.
+    let example = example.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !example.is_empty() && !list.iter().any(|e| normalise(e) == normalise(&example)) {
+        list.push(example);
     }
     Ok(())
 }
@@ -163,7 +171,6 @@ fn from_rasa(path: &Path) -> anyhow::Result<Collected> {
                 at(examples.pos)
             )
         })?;
-        let name = intent.replace('/', "_");
         for line in block.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let Some(text) = line.strip_prefix('-') else {
                 bail!(
@@ -173,7 +180,7 @@ fn from_rasa(path: &Path) -> anyhow::Result<Collected> {
             };
             let converted = convert_rasa_annotations(text.trim())
                 .map_err(|m| anyhow::anyhow!("{}: {m} in {text:?}", at(examples.pos)))?;
-            add(&mut intents, &mut renames, &name, &converted)?;
+            add(&mut intents, &mut renames, intent, &converted)?;
         }
     }
     report_renames(&renames);
@@ -187,8 +194,15 @@ fn from_rasa(path: &Path) -> anyhow::Result<Collected> {
 fn convert_rasa_annotations(text: &str) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    // Text outside markup is literal: its brackets and backslashes are escaped.
+    let literal = |s: &str| {
+        annotation::render(&annotation::AnnotatedText {
+            text: s.to_owned(),
+            entities: vec![],
+        })
+    };
     while let Some(open) = rest.find('[') {
-        out.push_str(&rest[..open]);
+        out.push_str(&literal(&rest[..open]));
         let after = &rest[open + 1..];
         let close = after.find(']').ok_or("`[` without `]`")?;
         let span = &after[..close];
@@ -214,7 +228,7 @@ fn convert_rasa_annotations(text: &str) -> Result<String, String> {
             rest = after;
         }
     }
-    out.push_str(&rest.replace(']', "\\]"));
+    out.push_str(&literal(rest));
     annotation::parse(&out).map_err(|e| e.message)?;
     Ok(out)
 }
@@ -271,13 +285,30 @@ fn write_catalogue(intents: &Collected, out: &Path, force: bool) -> anyhow::Resu
             clashes.join(", ")
         );
     }
+    // Every file must pass the real loader before anything is written.
+    let staging =
+        tempfile::tempdir_in(out).with_context(|| format!("writing to {}", out.display()))?;
     for (path, content) in &files {
-        // Every file must read back through the real loader before it is written.
-        let root = yaml::parse(content, &Limits::default())?
-            .ok_or_else(|| anyhow::anyhow!("empty output"))?;
-        yaml::from_node::<IntentFile>(&root)
-            .map_err(|e| anyhow::anyhow!("internal error writing {}: {e}", path.display()))?;
-        std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+        let probe = staging.path().join(path.file_name().unwrap_or_default());
+        std::fs::write(&probe, content).with_context(|| format!("writing {}", probe.display()))?;
+        let mut diags = Vec::new();
+        if catalogue::load_file(&probe, &mut diags).is_none() {
+            let errors: Vec<String> = diags
+                .iter()
+                .filter(|d| d.is_error())
+                .map(ToString::to_string)
+                .collect();
+            bail!(
+                "internal error: {} would not load ({}); nothing was written",
+                path.display(),
+                errors.join("; ")
+            );
+        }
+    }
+    // Then each file replaces its destination in one rename.
+    for (path, _) in &files {
+        let probe = staging.path().join(path.file_name().unwrap_or_default());
+        std::fs::rename(&probe, path).with_context(|| format!("writing {}", path.display()))?;
     }
     let schema = out.join(INTENT_SCHEMA);
     if !schema.exists() {

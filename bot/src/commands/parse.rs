@@ -3,7 +3,7 @@
 //! order; a bad line gets a JSON error object, never a crash.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, Write};
+use std::io::Write;
 
 use bankbot_models::classifier::IntentScore;
 use bankbot_models::engine::{Classified, Engine, EngineConfig};
@@ -12,12 +12,14 @@ use tokio::sync::oneshot;
 
 use crate::cli::ParseArgs;
 use crate::commands::load_engine;
+use crate::input;
 use crate::paths::Paths;
 
 /// Lines in flight at once.
 const WINDOW: usize = 256;
-/// Longest line read; longer lines are reported as errors.
-const MAX_LINE_BYTES: usize = 64 << 10;
+/// Longest line read (what the engine classifies); longer lines are
+/// reported as errors.
+const MAX_LINE_BYTES: usize = bankbot_models::engine::MAX_TEXT_BYTES;
 
 type Pending = (
     usize,
@@ -34,24 +36,23 @@ pub fn run(paths: &Paths, args: &ParseArgs) -> anyhow::Result<bool> {
             ..EngineConfig::default()
         },
     )?;
-    let stdin = std::io::stdin().lock();
+    let mut stdin = std::io::stdin().lock();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut pending: VecDeque<Pending> = VecDeque::new();
-    for (n, line) in stdin.split(b'\n').enumerate() {
-        let line_no = n + 1;
-        let bytes = line?;
-        let entry = match String::from_utf8(bytes) {
-            Err(_) => (line_no, String::new(), Err("invalid UTF-8".to_owned())),
+    let mut line_no = 0;
+    while let Some(line) = input::read_line(&mut stdin, MAX_LINE_BYTES)? {
+        line_no += 1;
+        let text = match line {
+            input::Line::Text(bytes) => {
+                String::from_utf8(bytes).map_err(|_| "invalid UTF-8".to_owned())
+            }
+            input::Line::TooLong => Err(format!("line longer than {MAX_LINE_BYTES} bytes")),
+        };
+        let entry = match text {
+            Err(e) => (line_no, String::new(), Err(e)),
             Ok(text) => {
-                let text = text.trim_end_matches('\r').to_owned();
-                if text.len() > MAX_LINE_BYTES {
-                    (
-                        line_no,
-                        String::new(),
-                        Err(format!("line longer than {MAX_LINE_BYTES} bytes")),
-                    )
-                } else if text.trim().is_empty() {
+                if text.trim().is_empty() {
                     (line_no, text, Err("empty text".to_owned()))
                 } else {
                     let rx = submit(&engine, &text);

@@ -34,7 +34,7 @@ pub fn run(args: &SchemaArgs) -> anyhow::Result<bool> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            std::fs::write(&path, content)?;
+            crate::atomic::write(&path, content.as_bytes())?;
             println!("wrote {}", path.display());
         }
     }

@@ -3,6 +3,7 @@
 use anyhow::bail;
 use bankbot_models::encoder::FeatureSpec;
 use bankbot_models::finetune::FineTuneConfig;
+use bankbot_models::metrics::OUT_OF_SCOPE;
 use bankbot_models::train::{LabelledText, TrainConfig};
 
 use crate::catalogue;
@@ -25,7 +26,27 @@ pub fn run(paths: &Paths, args: &TrainArgs) -> anyhow::Result<bool> {
     }
     let calibration: Option<Vec<LabelledText>> = match &args.calibration {
         Some(file) => match evalset::load(file) {
-            Ok(rows) => Some(rows.iter().map(evalset::EvalRow::labelled).collect()),
+            Ok(rows) => {
+                // A label the catalogue lacks would count every such row as a
+                // miss and skew the threshold: refuse it by name and line.
+                if let Some(r) = rows.iter().find(|r| {
+                    r.label != OUT_OF_SCOPE && !cat.intents.iter().any(|i| i.name == r.label)
+                }) {
+                    bail!(
+                        "{}: error: intent `{}` is not in the catalogue {}\nnothing was trained",
+                        r.source,
+                        r.label,
+                        args.intents.display()
+                    );
+                }
+                if !rows.iter().any(|r| r.label != OUT_OF_SCOPE) {
+                    bail!(
+                        "{}: error: no in-scope rows to calibrate on\nnothing was trained",
+                        file.display()
+                    );
+                }
+                Some(rows.iter().map(evalset::EvalRow::labelled).collect())
+            }
             Err(d) => bail!("{d}\nnothing was trained"),
         },
         None => None,
