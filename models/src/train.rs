@@ -22,7 +22,7 @@ use crate::artifact::{
 use crate::base::pinned;
 use crate::cache::{FeatureCache, text_key};
 use crate::calibrate::{ScoredRow, choose_threshold, fit_temperature};
-use crate::classifier::{ExampleMemory, IntentModel, OosCalibration, OosSignals, Stat};
+use crate::classifier::{ExampleMemory, IntentModel, OosCalibration, OosSignals, Prediction, Stat};
 use crate::encoder::{Encoder, FeatureSpec, Precision};
 use crate::error::{ModelError, Result};
 use crate::head::{self, HeadParams};
@@ -291,6 +291,22 @@ fn fit(
     Ok(Fitted { model, params })
 }
 
+/// Each labelled row paired with its top prediction, for the metrics.
+pub fn outcomes<'a>(
+    rows: impl IntoIterator<Item = &'a LabelledText>,
+    preds: &'a [Prediction],
+) -> Vec<Outcome<'a>> {
+    rows.into_iter()
+        .zip(preds)
+        .map(|(r, p)| Outcome {
+            text: &r.text,
+            expected: &r.label,
+            predicted: &p.intent.name,
+            confidence: p.intent.confidence,
+        })
+        .collect()
+}
+
 /// Logits and signals of `model` on some rows.
 fn score_rows(model: &IntentModel, feats: &[Vec<f32>]) -> Result<(Vec<Vec<f32>>, Vec<OosSignals>)> {
     let logits = feats.iter().map(|x| model.logits(x)).collect();
@@ -365,17 +381,7 @@ fn summarise(
         });
     }
     let preds = model.predict(feats, 1);
-    let outcomes: Vec<Outcome<'_>> = rows
-        .iter()
-        .zip(&preds)
-        .map(|(r, p)| Outcome {
-            text: &r.text,
-            expected: &r.label,
-            predicted: &p.intent.name,
-            confidence: p.intent.confidence,
-        })
-        .collect();
-    let m = metrics::compute(&outcomes, 0, 0);
+    let m = metrics::compute(&outcomes(rows.iter().copied(), &preds), 0, 0);
     Ok(ValidationSummary {
         rows: m.rows,
         accuracy: m.accuracy,
@@ -628,7 +634,7 @@ pub fn predict_texts(
     texts: &[&str],
     top_k: usize,
     token_budget: usize,
-) -> Result<Vec<crate::classifier::Prediction>> {
+) -> Result<Vec<Prediction>> {
     let feats = encoder.embed_all(texts, &model.features, token_budget, |_| {})?;
     Ok(model.predict(&feats, top_k))
 }

@@ -9,7 +9,7 @@ use bankbot_models::artifact::Artifact;
 use bankbot_models::base::sha256_hex;
 use bankbot_models::classifier::IntentModel;
 use bankbot_models::encoder::Encoder;
-use bankbot_models::metrics::{self, OUT_OF_SCOPE, Outcome};
+use bankbot_models::metrics::{self, OUT_OF_SCOPE};
 use bankbot_models::rng::SplitMix64;
 use bankbot_models::train::{self, LabelledText, TrainConfig};
 
@@ -187,16 +187,7 @@ fn build_report(
     data: DataRef,
     model_ref: ModelRef,
 ) -> EvalReport {
-    let outcomes: Vec<Outcome<'_>> = rows
-        .iter()
-        .zip(preds)
-        .map(|(r, p)| Outcome {
-            text: &r.text,
-            expected: &r.label,
-            predicted: &p.intent.name,
-            confidence: p.intent.confidence,
-        })
-        .collect();
+    let outcomes = train::outcomes(rows, preds);
     let known: BTreeSet<&str> = model
         .labels
         .iter()
