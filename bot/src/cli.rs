@@ -54,6 +54,96 @@ pub enum Command {
     /// Measure speed, memory and benchmark accuracy.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the gRPC conversation service.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema (serve also does this on start).
+    Migrate(SettingsArgs),
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Mint a development JWT signed with the configured HS256 secret.
+    Token(TokenArgs),
+}
+
+/// Settings flags shared by serve, migrate, config and token. Each overrides
+/// the config file and the `BANKBOT_*` environment (see `bankbot config print`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct SettingsArgs {
+    /// TOML config file (keys as `bankbot config print` shows them).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// gRPC address [default: 127.0.0.1:50051].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Admin (metrics) address, or "" for none [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Directory of the SQLite database [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (instead of the embedded SQLite database).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Intent catalogue (responses) [default: intents].
+    #[arg(long, value_name = "DIR")]
+    pub intents: Option<PathBuf>,
+    /// Trained model directory [default: trained from the catalogue].
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::settings::LogFormat>,
+    /// JWKS file with the RS256/ES256 keys tokens are signed with.
+    #[arg(long, value_name = "FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// HS256 secret file (development).
+    #[arg(long, value_name = "FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    #[arg(long, value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    #[arg(long, value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// Development only: create a local HS256 secret when no key is configured.
+    #[arg(long)]
+    pub insecure_dev: bool,
+    #[arg(long, value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (mTLS).
+    #[arg(long, value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Allow plaintext on a non-loopback address (a proxy terminates TLS).
+    #[arg(long)]
+    pub allow_plaintext: bool,
+    /// Longest customer message in bytes [default: 4096].
+    #[arg(long, value_name = "BYTES")]
+    pub max_text_bytes: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML (secrets masked).
+    Print(SettingsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The customer (or agent) id: the token's `sub`.
+    #[arg(long)]
+    pub sub: String,
+    #[arg(long, default_value = "customer")]
+    pub role: String,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
+    #[command(flatten)]
+    pub settings: SettingsArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +322,34 @@ pub enum BenchCommand {
     Latency(LatencyArgs),
     /// Accuracy and out-of-scope recall on CLINC150 (thresholds chosen on val + oos_val).
     Clinc150(Clinc150Args),
+    /// End-to-end turns over gRPC against a `bankbot serve` child: turns/s,
+    /// p50/p99/p999 at N concurrent conversations, cold start, server RSS.
+    Grpc(GrpcBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrpcBenchArgs {
+    /// Concurrent conversations, one run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,100")]
+    pub conversations: Vec<usize>,
+    /// Measured seconds per run (after a one-second warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Run against this PostgreSQL database instead of a fresh SQLite file.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// SQLite `synchronous` mode for the server: full or normal.
+    #[arg(long, default_value = "full")]
+    pub sqlite_synchronous: String,
+    /// The model the server loads (default: the model trained from `intents/`).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Customer messages (the held-out texts by default).
+    #[arg(long, value_name = "FILE", default_value = "training-data/heldout.yaml")]
+    pub data: PathBuf,
+    /// Write the figures as JSON here too.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -295,5 +413,9 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Chat(args) => commands::chat::run(&paths, &args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Bench(cmd) => commands::bench::run(&paths, cmd),
+        Command::Serve(args) => commands::serve::run(&paths, &args),
+        Command::Migrate(args) => commands::config::migrate(&args),
+        Command::Config(ConfigCommand::Print(args)) => commands::config::print(&args),
+        Command::Token(args) => commands::config::token(&args),
     }
 }

@@ -132,6 +132,11 @@ impl Engine {
         }
     }
 
+    /// Requests waiting for the engine thread (for metrics).
+    pub fn queue_len(&self) -> usize {
+        self.tx.as_ref().map_or(0, Sender::len)
+    }
+
     /// Classifies one text, blocking the calling thread (not for async code).
     pub fn classify_blocking(&self, text: &str) -> Result<Classified> {
         self.submit(text)?

@@ -31,6 +31,44 @@ pub struct IntentFile {
     /// the brackets are removed for training. Write a literal bracket as `\[`.
     #[schemars(length(min = 1))]
     pub examples: Vec<String>,
+
+    /// What the bot answers when it recognises this intent: one reply is
+    /// picked per turn, varying within a conversation. A reply is a text, or
+    /// a text with quick replies (buttons the customer can tap). For
+    /// `out_of_scope` these are the polite "not something I can do" replies.
+    #[serde(default)]
+    pub responses: Vec<ResponseSpec>,
+}
+
+/// One reply as written in YAML.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ResponseSpec {
+    /// Just the text.
+    Text(String),
+    /// A text with quick replies.
+    Rich(RichResponse),
+}
+
+/// A reply with buttons.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RichResponse {
+    /// What the bot says.
+    pub text: String,
+    /// Buttons under the reply; a plain string is both the title and what is sent back.
+    #[serde(default)]
+    pub quick_replies: Vec<QuickReplySpec>,
+}
+
+/// A quick-reply button as written in YAML.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum QuickReplySpec {
+    /// Title and payload are the same text.
+    Title(String),
+    /// What the button shows, and what the customer's message becomes when tapped.
+    Full { title: String, payload: String },
 }
 
 /// Held-out evaluation utterances, grouped by the intent they should get.

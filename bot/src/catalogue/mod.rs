@@ -56,8 +56,31 @@ pub struct Intent {
     pub name: String,
     pub description: Option<String>,
     pub examples: Vec<Example>,
+    /// What the bot says when it recognises this intent (may be empty).
+    pub responses: Vec<Response>,
     pub source: Source,
 }
+
+/// A validated bot reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub text: String,
+    pub quick_replies: Vec<QuickReply>,
+}
+
+/// A validated quick-reply button.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QuickReply {
+    pub title: String,
+    pub payload: String,
+}
+
+/// Longest reply text, in characters.
+pub const MAX_RESPONSE_CHARS: usize = 2000;
+/// Longest quick-reply title and payload, in characters.
+pub const MAX_QUICK_REPLY_CHARS: usize = 128;
+/// Most quick replies under one reply.
+pub const MAX_QUICK_REPLIES: usize = 10;
 
 /// A validated catalogue. `intents` excludes out-of-scope, which is kept
 /// apart because it is never predicted as a normal intent.
@@ -394,15 +417,72 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
             ),
         ));
     }
+    let response_nodes = root.get("responses").map(Node::items).unwrap_or_default();
+    let mut responses = Vec::with_capacity(file.responses.len());
+    for (spec, node) in file.responses.iter().zip(response_nodes) {
+        match response(spec) {
+            Ok(r) => responses.push(r),
+            Err(msg) => diags.push(Diagnostic::error(path, node.pos, msg)),
+        }
+    }
     let errors = diags.iter().filter(|d| d.is_error()).count();
     (errors == before).then(|| Intent {
         name: file.intent,
         description: file.description,
         examples,
+        responses,
         source: Source {
             path: path.to_path_buf(),
             pos: name_pos,
         },
+    })
+}
+
+/// Validates one reply as written.
+fn response(spec: &files::ResponseSpec) -> Result<Response, String> {
+    let (text, quick) = match spec {
+        files::ResponseSpec::Text(t) => (t, &[][..]),
+        files::ResponseSpec::Rich(r) => (&r.text, &r.quick_replies[..]),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty response text".into());
+    }
+    if text.chars().count() > MAX_RESPONSE_CHARS {
+        return Err(format!(
+            "response longer than {MAX_RESPONSE_CHARS} characters"
+        ));
+    }
+    if quick.len() > MAX_QUICK_REPLIES {
+        return Err(format!(
+            "{} quick replies: at most {MAX_QUICK_REPLIES} fit under one response",
+            quick.len()
+        ));
+    }
+    let mut quick_replies = Vec::with_capacity(quick.len());
+    for q in quick {
+        let (title, payload) = match q {
+            files::QuickReplySpec::Title(t) => (t.trim(), t.trim()),
+            files::QuickReplySpec::Full { title, payload } => (title.trim(), payload.trim()),
+        };
+        for (what, v) in [("title", title), ("payload", payload)] {
+            if v.is_empty() {
+                return Err(format!("empty quick-reply {what}"));
+            }
+            if v.chars().count() > MAX_QUICK_REPLY_CHARS || v.contains('\n') {
+                return Err(format!(
+                    "quick-reply {what} must be one line of at most {MAX_QUICK_REPLY_CHARS} characters"
+                ));
+            }
+        }
+        quick_replies.push(QuickReply {
+            title: title.to_owned(),
+            payload: payload.to_owned(),
+        });
+    }
+    Ok(Response {
+        text: text.to_owned(),
+        quick_replies,
     })
 }
 

@@ -26,6 +26,7 @@ pub fn run(paths: &Paths, cmd: BenchCommand) -> anyhow::Result<bool> {
     match cmd {
         BenchCommand::Latency(args) => latency(paths, &args),
         BenchCommand::Clinc150(args) => clinc150(paths, &args),
+        BenchCommand::Grpc(args) => super::loadgen::run(&args),
     }
 }
 

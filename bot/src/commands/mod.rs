@@ -3,11 +3,14 @@
 pub mod bench;
 pub mod chat;
 pub mod check;
+pub mod config;
 pub mod eval;
 pub mod import;
+pub mod loadgen;
 pub mod model;
 pub mod parse;
 pub mod schema;
+pub mod serve;
 pub mod train;
 
 use bankbot_models::engine::{Engine, EngineConfig};

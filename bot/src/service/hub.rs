@@ -1,0 +1,102 @@
+//! Live fan-out of conversation events to the streams open in this process.
+//! Stored events are published after their transaction commits, under the
+//! conversation's turn lock, so each conversation's events arrive in
+//! sequence order. A subscriber that falls behind (the bounded channel
+//! overflows) is told so and catches up from the database; nothing is queued
+//! without bound.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::store::{Author, Event};
+
+/// Events buffered per conversation for slow subscribers.
+pub const CHANNEL_CAPACITY: usize = 64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveEvent {
+    /// A stored event (replayable by sequence).
+    Stored(Event),
+    /// A typing indicator: live only.
+    Typing {
+        conversation_id: String,
+        author: Author,
+        active: bool,
+    },
+}
+
+impl LiveEvent {
+    pub fn conversation_id(&self) -> &str {
+        match self {
+            Self::Stored(e) => &e.conversation_id,
+            Self::Typing {
+                conversation_id, ..
+            } => conversation_id,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Hub {
+    // One sender per conversation with live subscribers; the receivers are
+    // held by the open streams. A sender without receivers is dropped on the
+    // next publish to its conversation or when its last subscription ends.
+    channels: Channels,
+}
+
+type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<LiveEvent>>>>>;
+
+/// A live subscription; unsubscribes (and frees the channel when it was the
+/// last) on drop.
+#[derive(Debug)]
+pub struct Subscription {
+    pub rx: broadcast::Receiver<Arc<LiveEvent>>,
+    channels: Channels,
+    conversation_id: String,
+}
+
+impl Hub {
+    pub fn subscribe(&self, conversation_id: &str) -> Subscription {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = map
+            .entry(conversation_id.to_owned())
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0);
+        Subscription {
+            rx: tx.subscribe(),
+            channels: self.channels.clone(),
+            conversation_id: conversation_id.to_owned(),
+        }
+    }
+
+    pub fn publish(&self, event: LiveEvent) {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let id = event.conversation_id().to_owned();
+        if let Some(tx) = map.get(&id)
+            && tx.send(Arc::new(event)).is_err()
+        {
+            map.remove(&id);
+        }
+    }
+
+    /// Conversations with live subscribers.
+    pub fn len(&self) -> usize {
+        self.channels.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = map.get(&self.conversation_id)
+            && tx.receiver_count() <= 1
+        {
+            map.remove(&self.conversation_id);
+        }
+    }
+}
