@@ -345,7 +345,11 @@ pub struct GrpcBenchArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Customer messages (the held-out texts by default).
-    #[arg(long, value_name = "FILE", default_value = "training-data/heldout.yaml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "training-data/heldout.yaml"
+    )]
     pub data: PathBuf,
     /// Write the figures as JSON here too.
     #[arg(long, value_name = "FILE")]

@@ -269,7 +269,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("BANKBOT_TLS_CLIENT_CA", "tls.client_ca"),
     ("BANKBOT_ALLOW_PLAINTEXT", "tls.allow_plaintext"),
     ("BANKBOT_MAX_TEXT_BYTES", "limits.max_text_bytes"),
-    ("BANKBOT_CUSTOMER_RATE_PER_SECOND", "limits.customer_rate_per_second"),
+    (
+        "BANKBOT_CUSTOMER_RATE_PER_SECOND",
+        "limits.customer_rate_per_second",
+    ),
     ("BANKBOT_CUSTOMER_BURST", "limits.customer_burst"),
     ("BANKBOT_MAX_IN_FLIGHT", "limits.max_in_flight"),
     ("BANKBOT_MAX_STREAMS", "limits.max_streams"),
@@ -304,12 +307,11 @@ impl Settings {
         env: &[(String, String)],
         flags: &[Override],
     ) -> Result<Self, SettingsError> {
-        let mut tree = toml::Table::try_from(Settings::default()).map_err(|e| {
-            SettingsError::Invalid {
+        let mut tree =
+            toml::Table::try_from(Settings::default()).map_err(|e| SettingsError::Invalid {
                 origin: "defaults".into(),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
                 path: path.to_path_buf(),
@@ -415,10 +417,11 @@ impl Settings {
 
 /// Rejects unknown keys and wrong types in a partial table.
 fn check(table: &toml::Table, origin: &str) -> Result<(), SettingsError> {
-    let mut tree = toml::Table::try_from(Settings::default()).map_err(|e| SettingsError::Invalid {
-        origin: "defaults".into(),
-        message: e.to_string(),
-    })?;
+    let mut tree =
+        toml::Table::try_from(Settings::default()).map_err(|e| SettingsError::Invalid {
+            origin: "defaults".into(),
+            message: e.to_string(),
+        })?;
     merge(&mut tree, table.clone());
     toml::Value::Table(tree)
         .try_into::<Settings>()
@@ -504,7 +507,10 @@ mod tests {
         assert_eq!(s.auth.issuer, "env-iss");
         assert_eq!(s.auth.audience, "file-aud");
         assert_eq!(s.limits.max_text_bytes, 300);
-        assert_eq!(s.limits.customer_burst, LimitSettings::default().customer_burst);
+        assert_eq!(
+            s.limits.customer_burst,
+            LimitSettings::default().customer_burst
+        );
     }
 
     #[test]
@@ -512,16 +518,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bankbot.toml");
         std::fs::write(&file, "[limits]\nmax_txt_bytes = 1\n").unwrap();
-        let e = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
-        assert!(e.contains("bankbot.toml") && e.contains("max_txt_bytes"), "{e}");
+        let e = Settings::load(Some(&file), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bankbot.toml") && e.contains("max_txt_bytes"),
+            "{e}"
+        );
 
         std::fs::write(&file, "listen = [\n").unwrap();
-        let e = Settings::load(Some(&file), &[], &[]).unwrap_err().to_string();
+        let e = Settings::load(Some(&file), &[], &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bankbot.toml:"), "{e}");
 
         let env = vec![("BANKBOT_MAX_TEXT_BYTES".to_owned(), "lots".to_owned())];
         let e = Settings::load(None, &env, &[]).unwrap_err().to_string();
-        assert!(e.contains("BANKBOT_MAX_TEXT_BYTES") && e.contains("lots"), "{e}");
+        assert!(
+            e.contains("BANKBOT_MAX_TEXT_BYTES") && e.contains("lots"),
+            "{e}"
+        );
 
         let e = Settings::load(None, &[], &[flag("listen", "nowhere")])
             .unwrap_err()
@@ -547,7 +563,10 @@ mod tests {
         .unwrap();
         let printed = s.to_masked_toml();
         assert!(!printed.contains("s3cret"), "{printed}");
-        assert!(printed.contains("postgres://bot:***@db:5432/bankbot"), "{printed}");
+        assert!(
+            printed.contains("postgres://bot:***@db:5432/bankbot"),
+            "{printed}"
+        );
         assert!(!format!("{s:?}").contains("s3cret"));
         assert_eq!(mask_url_password("postgres://db/x"), "postgres://db/x");
     }

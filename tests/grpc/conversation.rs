@@ -38,9 +38,15 @@ async fn a_full_conversation(backend: Backend) {
     assert_eq!(started.last_sequence, 1);
     let id = started.conversation_id;
 
-    let r = send(&mut c, "alice", &id, "m1", "I think my card was stolen yesterday")
-        .await
-        .unwrap();
+    let r = send(
+        &mut c,
+        "alice",
+        &id,
+        "m1",
+        "I think my card was stolen yesterday",
+    )
+    .await
+    .unwrap();
     let nlu = r.nlu.clone().unwrap();
     assert_eq!(nlu.intent, "card_lost_stolen");
     assert!(!nlu.out_of_scope && nlu.confidence > 0.5, "{nlu:?}");
@@ -54,13 +60,23 @@ async fn a_full_conversation(backend: Backend) {
     assert_eq!(customer.client_message_id, "m1");
     assert_eq!(customer.sequence, 2);
 
-    let r = send(&mut c, "alice", &id, "m2", "who won the football world cup in 1966")
-        .await
-        .unwrap();
+    let r = send(
+        &mut c,
+        "alice",
+        &id,
+        "m2",
+        "who won the football world cup in 1966",
+    )
+    .await
+    .unwrap();
     let nlu = r.nlu.unwrap();
     assert!(nlu.out_of_scope, "{nlu:?}");
     assert_eq!(nlu.intent, "out_of_scope");
-    assert!(r.messages[0].text.contains("cards, payments"), "{:?}", r.messages);
+    assert!(
+        r.messages[0].text.contains("cards, payments"),
+        "{:?}",
+        r.messages
+    );
 
     let all = all_messages(&mut c, "alice", &id).await;
     let authors: Vec<_> = all.iter().map(|m| m.author()).collect();
@@ -68,7 +84,10 @@ async fn a_full_conversation(backend: Backend) {
     assert_eq!(authors, vec![bot, customer, bot, customer, bot]);
     let seqs: Vec<u64> = all.iter().map(|m| m.sequence).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
-    assert!(all.iter().all(|m| m.create_time.is_some() && !m.message_id.is_empty()));
+    assert!(
+        all.iter()
+            .all(|m| m.create_time.is_some() && !m.message_id.is_empty())
+    );
     assert_eq!(all[2].reply_to, all[1].message_id);
 
     c.submit_feedback(req(
@@ -112,14 +131,22 @@ async fn a_full_conversation(backend: Backend) {
         .into_inner();
     assert_eq!(ended.state(), pb::ConversationState::Ended);
     assert_eq!(ended.last_sequence, 6);
-    let refused = send(&mut c, "alice", &id, "m3", "hello?").await.unwrap_err();
+    let refused = send(&mut c, "alice", &id, "m3", "hello?")
+        .await
+        .unwrap_err();
     assert_status(&refused, Code::FailedPrecondition, "CONVERSATION_ENDED");
     // A resend of an earlier message still gets its stored reply.
     assert!(
-        send(&mut c, "alice", &id, "m1", "I think my card was stolen yesterday")
-            .await
-            .unwrap()
-            .replayed
+        send(
+            &mut c,
+            "alice",
+            &id,
+            "m1",
+            "I think my card was stolen yesterday"
+        )
+        .await
+        .unwrap()
+        .replayed
     );
     store.close().await;
     app.stop().await.unwrap();
@@ -130,8 +157,12 @@ async fn resends_are_answered_from_storage(backend: Backend) {
     let (app, db) = spawn_app(backend).await;
     let mut c = app.client().await;
     let id = start(&mut c, "bob").await;
-    let first = send(&mut c, "bob", &id, "k1", "what is my balance").await.unwrap();
-    let again = send(&mut c, "bob", &id, "k1", "what is my balance").await.unwrap();
+    let first = send(&mut c, "bob", &id, "k1", "what is my balance")
+        .await
+        .unwrap();
+    let again = send(&mut c, "bob", &id, "k1", "what is my balance")
+        .await
+        .unwrap();
     assert!(again.replayed && !first.replayed);
     assert_eq!(first.messages, again.messages);
     assert_eq!(first.customer_message, again.customer_message);
@@ -142,7 +173,11 @@ async fn resends_are_answered_from_storage(backend: Backend) {
         let id = id.clone();
         async move { send(&mut c, "bob", &id, "k2", "freeze my card please").await }
     });
-    let results: Vec<_> = join_all(calls).await.into_iter().map(Result::unwrap).collect();
+    let results: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let ids: std::collections::BTreeSet<_> = results
         .iter()
         .map(|r| r.customer_message.as_ref().unwrap().message_id.clone())
@@ -167,9 +202,15 @@ async fn pages_cover_the_transcript_once(backend: Backend) {
     let mut c = app.client().await;
     let id = start(&mut c, "carol").await;
     for i in 0..7 {
-        send(&mut c, "carol", &id, &format!("p{i}"), "show me my recent transactions")
-            .await
-            .unwrap();
+        send(
+            &mut c,
+            "carol",
+            &id,
+            &format!("p{i}"),
+            "show me my recent transactions",
+        )
+        .await
+        .unwrap();
     }
     let full = all_messages(&mut c, "carol", &id).await;
     assert_eq!(full.len(), 15);
@@ -262,10 +303,16 @@ async fn invalid_text_is_refused_and_nothing_stored(backend: Backend) {
     let long = "a".repeat(4097);
     let e = send(&mut c, "dan", &id, "long", &long).await.unwrap_err();
     assert_status(&e, Code::InvalidArgument, "TEXT_TOO_LONG");
-    assert!(send(&mut c, "dan", &id, "ok", &"b".repeat(4096)).await.is_ok());
+    assert!(
+        send(&mut c, "dan", &id, "ok", &"b".repeat(4096))
+            .await
+            .is_ok()
+    );
     let e = send(&mut c, "dan", &id, "", "hello").await.unwrap_err();
     assert_status(&e, Code::InvalidArgument, "CLIENT_MESSAGE_ID_INVALID");
-    let e = send(&mut c, "dan", "not-a-uuid", "x", "hello").await.unwrap_err();
+    let e = send(&mut c, "dan", "not-a-uuid", "x", "hello")
+        .await
+        .unwrap_err();
     assert_status(&e, Code::InvalidArgument, "CONVERSATION_ID_INVALID");
     let e = c
         .start_conversation(req(
@@ -318,7 +365,11 @@ async fn other_customers_get_not_found(backend: Backend) {
     let nobody = uuid::Uuid::new_v4().to_string();
     for target in [id.clone(), nobody] {
         let mut errors = Vec::new();
-        errors.push(send(&mut c, "mallory", &target, "x", "hello").await.unwrap_err());
+        errors.push(
+            send(&mut c, "mallory", &target, "x", "hello")
+                .await
+                .unwrap_err(),
+        );
         errors.push(
             c.list_messages(req(
                 "mallory",
@@ -393,20 +444,34 @@ async fn a_restart_keeps_the_history(backend: Backend) {
     let settings = app.settings.clone();
     let mut c = app.client().await;
     let id = start(&mut c, "gina").await;
-    send(&mut c, "gina", &id, "g1", "I want to open a savings account")
-        .await
-        .unwrap();
+    send(
+        &mut c,
+        "gina",
+        &id,
+        "g1",
+        "I want to open a savings account",
+    )
+    .await
+    .unwrap();
     let before = all_messages(&mut c, "gina", &id).await;
     app.stop().await.unwrap();
 
     let app = TestApp::start(settings).await;
     let mut c = app.client().await;
     assert_eq!(all_messages(&mut c, "gina", &id).await, before);
-    let r = send(&mut c, "gina", &id, "g1", "I want to open a savings account")
+    let r = send(
+        &mut c,
+        "gina",
+        &id,
+        "g1",
+        "I want to open a savings account",
+    )
+    .await
+    .unwrap();
+    assert!(r.replayed, "idempotency survives the restart");
+    let r = send(&mut c, "gina", &id, "g2", "thanks a lot")
         .await
         .unwrap();
-    assert!(r.replayed, "idempotency survives the restart");
-    let r = send(&mut c, "gina", &id, "g2", "thanks a lot").await.unwrap();
     assert_eq!(r.customer_message.unwrap().sequence, 4);
     app.stop().await.unwrap();
     db.drop_now().await;

@@ -81,12 +81,14 @@ pub fn shared_nlu() -> Arc<Nlu> {
 
 /// Settings of a test server: loopback port 0, JWKS auth, the trained model.
 pub fn base_settings(data_dir: &Path) -> Settings {
-    let mut s = Settings::default();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.admin_listen = "127.0.0.1:0".into();
-    s.data_dir = data_dir.to_path_buf();
-    s.intents = repo_root().join("intents");
-    s.model = Some(model_dir().to_path_buf());
+    let mut s = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".into(),
+        data_dir: data_dir.to_path_buf(),
+        intents: repo_root().join("intents"),
+        model: Some(model_dir().to_path_buf()),
+        ..Settings::default()
+    };
     s.auth.jwks_file = Some(fixtures().join("jwks.json"));
     s.auth.issuer = ISSUER.into();
     s.auth.audience = AUDIENCE.into();

@@ -38,10 +38,7 @@ fn serve(db: &Db) -> (Child, std::net::SocketAddr) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
     let addr = loop {
-        let line = lines
-            .next()
-            .expect("serve printed its address")
-            .unwrap();
+        let line = lines.next().expect("serve printed its address").unwrap();
         if let Some(a) = line.strip_prefix("bankbot: listening on ") {
             break a.parse().unwrap();
         }
@@ -87,7 +84,11 @@ fn serve_refuses_to_start_without_a_key() {
 fn config_print_layers_sources_and_masks_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bankbot.toml");
-    std::fs::write(&file, "[limits]\nmax_text_bytes = 1000\n[auth]\nissuer = \"from-file\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[limits]\nmax_text_bytes = 1000\n[auth]\nissuer = \"from-file\"\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bankbot"))
         .current_dir(repo_root())
         .args(["config", "print", "--config"])
@@ -97,12 +98,19 @@ fn config_print_layers_sources_and_masks_secrets() {
         .env("BANKBOT_JWT_AUDIENCE", "from-env")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("max_text_bytes = 2000"), "{text}");
     assert!(text.contains("issuer = \"from-file\""), "{text}");
     assert!(text.contains("audience = \"from-env\""), "{text}");
-    assert!(!text.contains("hunter2") && text.contains("bot:***@db.internal"), "{text}");
+    assert!(
+        !text.contains("hunter2") && text.contains("bot:***@db.internal"),
+        "{text}"
+    );
 
     std::fs::write(&file, "[limits]\nmax_text_byte = 1\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bankbot"))
@@ -112,7 +120,10 @@ fn config_print_layers_sources_and_masks_secrets() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bankbot.toml") && err.contains("max_text_byte"), "{err}");
+    assert!(
+        err.contains("bankbot.toml") && err.contains("max_text_byte"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,7 +180,10 @@ async fn kill_during_a_burst(backend: Backend) {
     for ((who, id), acked) in conversations.iter().zip(&acked) {
         let all = all_messages(&mut c, who, id).await;
         for cmid in acked {
-            let stored: Vec<_> = all.iter().filter(|m| &m.client_message_id == cmid).collect();
+            let stored: Vec<_> = all
+                .iter()
+                .filter(|m| &m.client_message_id == cmid)
+                .collect();
             assert_eq!(stored.len(), 1, "{cmid} stored exactly once");
             assert!(
                 all.iter().any(|m| m.reply_to == stored[0].message_id),
@@ -181,7 +195,9 @@ async fn kill_during_a_burst(backend: Backend) {
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
         // The first unacknowledged message can be resent and completes.
         let next = format!("{who}-{}", acked.len());
-        send(&mut c, who, id, &next, "what's my balance").await.unwrap();
+        send(&mut c, who, id, &next, "what's my balance")
+            .await
+            .unwrap();
     }
     child.kill().unwrap();
     child.wait().unwrap();
@@ -211,7 +227,13 @@ async fn sigterm_drains_and_closes_streams_cleanly() {
         .into_inner();
     assert_eq!(stream.next().await.unwrap().unwrap().sequence, 1);
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let end = tokio::time::timeout(Duration::from_secs(15), stream.next())
         .await
         .unwrap()

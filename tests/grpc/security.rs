@@ -44,7 +44,10 @@ async fn every_bad_token_is_refused_with_its_reason() {
         }
     }
     // No header at all.
-    let e = c.start_conversation(Request::new(start())).await.unwrap_err();
+    let e = c
+        .start_conversation(Request::new(start()))
+        .await
+        .unwrap_err();
     assert_status(&e, Code::Unauthenticated, "TOKEN_MISSING");
     // Both production algorithms are accepted.
     for kid in ["rsa-1", "ec-1"] {
@@ -59,7 +62,11 @@ async fn every_bad_token_is_refused_with_its_reason() {
     }
     // Refused calls stored nothing: only kate's two conversations exist.
     assert_eq!(
-        app.store().await.customer_conversation_count("kate").await.unwrap(),
+        app.store()
+            .await
+            .customer_conversation_count("kate")
+            .await
+            .unwrap(),
         2
     );
     app.stop().await.unwrap();
@@ -140,9 +147,11 @@ async fn health_reflection_and_metrics_are_served() {
     let mut alpha = ra::server_reflection_client::ServerReflectionClient::new(channel);
     let request = ra::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(ra::server_reflection_request::MessageRequest::FileContainingSymbol(
-            "bankbot.v1.ConversationService".into(),
-        )),
+        message_request: Some(
+            ra::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "bankbot.v1.ConversationService".into(),
+            ),
+        ),
     };
     let mut responses = alpha
         .server_reflection_info(tokio_stream::iter(vec![request]))
@@ -167,8 +176,14 @@ async fn health_reflection_and_metrics_are_served() {
         .unwrap();
     let admin = app.admin.unwrap();
     let body = http_get(admin, "/metrics").await;
-    assert!(body.contains("bankbot_turn_latency_seconds_count 1"), "{body}");
-    assert!(body.contains("bankbot_intents_total{intent=\"branch_hours\"} 1"), "{body}");
+    assert!(
+        body.contains("bankbot_turn_latency_seconds_count 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("bankbot_intents_total{intent=\"branch_hours\"} 1"),
+        "{body}"
+    );
     assert!(body.contains("bankbot_engine_queue_depth"), "{body}");
     assert!(http_get(admin, "/ready").await.contains("ready"));
     app.stop().await.unwrap();

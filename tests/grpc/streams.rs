@@ -11,7 +11,10 @@ use tonic::{Code, Streaming};
 use crate::both_backends;
 use crate::helpers::*;
 
-both_backends!(a_reconnecting_stream_resumes_exactly, converse_carries_everything);
+both_backends!(
+    a_reconnecting_stream_resumes_exactly,
+    converse_carries_everything
+);
 
 async fn next(stream: &mut Streaming<pb::ConversationEvent>) -> pb::ConversationEvent {
     tokio::time::timeout(Duration::from_secs(20), stream.next())
@@ -47,10 +50,16 @@ async fn a_reconnecting_stream_resumes_exactly(backend: Backend) {
     let id = start(&mut c, "hana").await;
     let mut phone = subscribe(&app, "hana", &id, 0).await;
     let mut laptop = subscribe(&app, "hana", &id, 0).await;
-    assert_eq!(next(&mut phone).await.sequence, 1, "the stored greeting first");
+    assert_eq!(
+        next(&mut phone).await.sequence,
+        1,
+        "the stored greeting first"
+    );
     assert_eq!(next(&mut laptop).await.sequence, 1);
 
-    send(&mut c, "hana", &id, "h1", "block my card").await.unwrap();
+    send(&mut c, "hana", &id, "h1", "block my card")
+        .await
+        .unwrap();
     for device in [&mut phone, &mut laptop] {
         let e = next(device).await;
         assert_eq!(e.sequence, 2);
@@ -116,7 +125,9 @@ async fn a_reconnecting_stream_resumes_exactly(backend: Backend) {
     .unwrap();
     let e = next(&mut phone).await;
     assert!(matches!(e.kind, Some(Kind::Ended(ref r)) if r.reason == "customer_closed"));
-    let end = tokio::time::timeout(Duration::from_secs(10), phone.next()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), phone.next())
+        .await
+        .unwrap();
     assert!(end.is_none(), "the stream closes cleanly: {end:?}");
     app.stop().await.unwrap();
     db.drop_now().await;
@@ -155,7 +166,10 @@ async fn converse_carries_everything(backend: Backend) {
     .unwrap();
     let typing = next(&mut watcher).await;
     assert!(matches!(typing.kind, Some(Kind::Typing(ref t)) if t.active));
-    assert_eq!(typing.sequence, 1, "typing carries the last stored sequence");
+    assert_eq!(
+        typing.sequence, 1,
+        "typing carries the last stored sequence"
+    );
 
     tx.send(pb::ClientEvent {
         kind: Some(Kind2::Message(pb::SendMessageRequest {

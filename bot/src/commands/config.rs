@@ -45,7 +45,10 @@ pub fn token(args: &TokenArgs) -> anyhow::Result<bool> {
             ),
         },
     };
-    println!("{}", mint(&secret, &settings, &args.sub, &args.role, args.ttl_secs)?);
+    println!(
+        "{}",
+        mint(&secret, &settings, &args.sub, &args.role, args.ttl_secs)?
+    );
     Ok(true)
 }
 

@@ -42,12 +42,19 @@ pub fn run(args: &GrpcBenchArgs) -> anyhow::Result<bool> {
         let cold_start = started.elapsed();
         println!(
             "backend: {}; cold start to SERVING: {:.0} ms",
-            if args.database_url.is_some() { "postgres" } else { "sqlite" },
+            if args.database_url.is_some() {
+                "postgres"
+            } else {
+                "sqlite"
+            },
             cold_start.as_secs_f64() * 1000.0
         );
         let secret_bytes = std::fs::read(&secret)?;
         let mut runs = Vec::new();
-        println!("{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}", "N", "turns", "turns/s", "p50 ms", "p99 ms", "p999 ms", "errors");
+        println!(
+            "{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "N", "turns", "turns/s", "p50 ms", "p99 ms", "p999 ms", "errors"
+        );
         for &n in &args.conversations {
             let r = load(channel.clone(), &secret_bytes, &texts, n, args.seconds).await?;
             println!(
@@ -237,7 +244,9 @@ async fn load(
                 let took = t.elapsed();
                 if t >= measure_from {
                     match r {
-                        Ok(_) => hist.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1))?,
+                        Ok(_) => {
+                            hist.record(u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1))?
+                        }
                         Err(_) => errors += 1,
                     }
                 }

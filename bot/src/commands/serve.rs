@@ -37,7 +37,13 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> anyhow::Result<bool> {
             println!("bankbot: metrics on http://{admin}/metrics");
         }
         if let Some(secret) = dev_secret {
-            let token = crate::commands::config::mint(&secret, &settings, "demo-customer", "customer", 24 * 3600)?;
+            let token = crate::commands::config::mint(
+                &secret,
+                &settings,
+                "demo-customer",
+                "customer",
+                24 * 3600,
+            )?;
             println!("bankbot: development token for customer `demo-customer` (24 h):\n{token}");
         }
         std::io::stdout().flush().ok();
@@ -58,7 +64,11 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> anyhow::Result<bool> {
 /// Settings from the config file, the environment and these flags.
 pub fn load_settings(args: &SettingsArgs) -> anyhow::Result<Settings> {
     let env: Vec<(String, String)> = std::env::vars().collect();
-    Ok(Settings::load(args.config.as_deref(), &env, &overrides(args))?)
+    Ok(Settings::load(
+        args.config.as_deref(),
+        &env,
+        &overrides(args),
+    )?)
 }
 
 fn overrides(a: &SettingsArgs) -> Vec<Override> {
@@ -95,7 +105,11 @@ fn overrides(a: &SettingsArgs) -> Vec<Override> {
     );
     push("auth.issuer", "jwt-issuer", a.jwt_issuer.clone());
     push("auth.audience", "jwt-audience", a.jwt_audience.clone());
-    push("auth.insecure_dev", "insecure-dev", a.insecure_dev.then(|| "true".into()));
+    push(
+        "auth.insecure_dev",
+        "insecure-dev",
+        a.insecure_dev.then(|| "true".into()),
+    );
     push("tls.cert", "tls-cert", path(&a.tls_cert));
     push("tls.key", "tls-key", path(&a.tls_key));
     push("tls.client_ca", "tls-client-ca", path(&a.tls_client_ca));
@@ -183,7 +197,10 @@ pub fn load_nlu(paths: &Paths, settings: &Settings) -> anyhow::Result<Arc<Nlu>> 
         tracing::warn!(intents = ?missing, "intents without responses answer with the generic reply");
     }
     let engine = Engine::start(encoder, artifact.model, EngineConfig::default())?;
-    tracing::info!(intents = artifact.card.training_data.intents, "model loaded");
+    tracing::info!(
+        intents = artifact.card.training_data.intents,
+        "model loaded"
+    );
     Ok(Arc::new(Nlu { engine, responder }))
 }
 

@@ -1,8 +1,8 @@
 //! Domain values to wire messages (and page tokens). Protobuf types stop here.
 
+use bankbot_proto::v1 as pb;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use bankbot_proto::v1 as pb;
 
 use crate::catalogue::QuickReply;
 use crate::store::{Author, ConversationState, Event, EventKind, Message, NluRecord};

@@ -163,7 +163,8 @@ impl Server {
                 let _ = stop_rx.await;
             },
         ));
-        let admin_task = admin.map(|l| tokio::spawn(serve_admin(l, shared.clone(), shutdown_rx_clone(&shared))));
+        let admin_task =
+            admin.map(|l| tokio::spawn(serve_admin(l, shared.clone(), shutdown_rx_clone(&shared))));
         let janitor = {
             let limiter = limiter.clone();
             tokio::spawn(async move {
@@ -263,7 +264,9 @@ fn authenticator(settings: &Settings) -> anyhow::Result<Authenticator> {
         ),
     };
     if a.issuer.is_empty() || a.audience.is_empty() {
-        bail!("the JWT issuer and audience must be configured (BANKBOT_JWT_ISSUER, BANKBOT_JWT_AUDIENCE)");
+        bail!(
+            "the JWT issuer and audience must be configured (BANKBOT_JWT_ISSUER, BANKBOT_JWT_AUDIENCE)"
+        );
     }
     Ok(Authenticator::from_config(&AuthConfig {
         keys,
@@ -277,9 +280,8 @@ fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
     let (Some(cert), Some(key)) = (&settings.tls.cert, &settings.tls.key) else {
         return Ok(None);
     };
-    let read = |p: &std::path::Path| {
-        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
-    };
+    let read =
+        |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
     let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
     if let Some(ca) = &settings.tls.client_ca {
         tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
@@ -288,7 +290,11 @@ fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
 }
 
 /// `GET /metrics` (Prometheus text) and `GET /ready` (200 once serving).
-async fn serve_admin(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_admin(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
     let metrics_state = shared.clone();

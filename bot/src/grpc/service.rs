@@ -54,7 +54,11 @@ impl ConversationApi {
     }
 
     fn ready(&self) -> Result<Arc<Conversations>, Status> {
-        self.shared.ready.get().cloned().ok_or_else(status::not_ready)
+        self.shared
+            .ready
+            .get()
+            .cloned()
+            .ok_or_else(status::not_ready)
     }
 
     fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
@@ -157,11 +161,21 @@ impl ConversationService for ConversationApi {
         let _permit = self.admit()?;
         let r = req.into_inner();
         let reply = conv
-            .send(&who.subject, &r.conversation_id, &r.client_message_id, &r.text)
+            .send(
+                &who.subject,
+                &r.conversation_id,
+                &r.client_message_id,
+                &r.text,
+            )
             .await
             .map_err(|e| self.service_error(e))?;
         Ok(Response::new(pb::SendMessageResponse {
-            messages: reply.turn.replies.iter().map(convert::bot_message).collect(),
+            messages: reply
+                .turn
+                .replies
+                .iter()
+                .map(convert::bot_message)
+                .collect(),
             nlu: reply.turn.customer.nlu.as_ref().map(convert::nlu),
             state: convert::state(reply.state).into(),
             customer_message: Some(convert::message(&reply.turn.customer)),

@@ -15,6 +15,9 @@ use crate::store::{Author, Event};
 /// Events buffered per conversation for slow subscribers.
 pub const CHANNEL_CAPACITY: usize = 64;
 
+// Published once into an `Arc` and never moved again, so the size
+// difference between variants costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum LiveEvent {
     /// A stored event (replayable by sequence).
@@ -82,7 +85,10 @@ impl Hub {
 
     /// Conversations with live subscribers.
     pub fn len(&self) -> usize {
-        self.channels.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -222,9 +222,8 @@ impl Conversations {
         let started = Instant::now();
         check_conversation_id(conversation_id)?;
         check_client_message_id(client_message_id)?;
-        let text = text::validate(raw_text, self.max_text_bytes).map_err(|e| {
-            ServiceError::invalid("text", e.reason(), e.to_string())
-        })?;
+        let text = text::validate(raw_text, self.max_text_bytes)
+            .map_err(|e| ServiceError::invalid("text", e.reason(), e.to_string()))?;
         // Masked before anything else sees it: storage, logs and the classifier.
         let masked = text::mask_card_numbers(text);
         let cards_masked = masked.cards;
@@ -344,7 +343,11 @@ impl Conversations {
     }
 
     /// The caller's conversation, or `NotFound`.
-    pub async fn conversation(&self, customer: &str, conversation_id: &str) -> Result<Conversation> {
+    pub async fn conversation(
+        &self,
+        customer: &str,
+        conversation_id: &str,
+    ) -> Result<Conversation> {
         check_conversation_id(conversation_id)?;
         self.store
             .conversation(conversation_id, customer)
@@ -368,7 +371,11 @@ impl Conversations {
     }
 
     /// Stored events after `after_sequence` (ownership checked by the caller).
-    pub async fn events_after(&self, conversation_id: &str, after_sequence: u64) -> Result<Vec<Event>> {
+    pub async fn events_after(
+        &self,
+        conversation_id: &str,
+        after_sequence: u64,
+    ) -> Result<Vec<Event>> {
         Ok(self
             .store
             .events_after(conversation_id, after_sequence, store::EVENT_PAGE)
@@ -455,9 +462,8 @@ impl Conversations {
         let comment = match comment.trim() {
             "" => String::new(),
             c => {
-                text::validate(c, MAX_COMMENT_BYTES).map_err(|e| {
-                    ServiceError::invalid("comment", e.reason(), e.to_string())
-                })?;
+                text::validate(c, MAX_COMMENT_BYTES)
+                    .map_err(|e| ServiceError::invalid("comment", e.reason(), e.to_string()))?;
                 text::mask_card_numbers(c).text
             }
         };

@@ -150,7 +150,10 @@ mod tests {
         assert_eq!(first[0].text, "Hi!");
         assert_eq!(first[0].quick_replies[0].payload, "help");
         assert_eq!(second[0].text, "Hello!");
-        assert_eq!(r.replies(&prediction("x", true), 0, false).0[0].text, "Not my job.");
+        assert_eq!(
+            r.replies(&prediction("x", true), 0, false).0[0].text,
+            "Not my job."
+        );
         assert_eq!(
             r.replies(&prediction("silent", false), 0, false).0[0].text,
             BotSettings::default().no_response
@@ -158,7 +161,10 @@ mod tests {
         let warned = r.replies(&prediction("greet", false), 0, true).0;
         assert_eq!(warned.len(), 2);
         assert_eq!(warned[0].text, BotSettings::default().card_number_warning);
-        assert_eq!(r.intents_without_responses(["greet", "silent"]), vec!["silent"]);
+        assert_eq!(
+            r.intents_without_responses(["greet", "silent"]),
+            vec!["silent"]
+        );
 
         let bare = Catalogue {
             intents: vec![intent("greet", &["Hi!"])],

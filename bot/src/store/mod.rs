@@ -326,7 +326,11 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
         }
         Ok(())
     }
@@ -349,8 +353,8 @@ impl Store {
     ) -> Result<(Conversation, Vec<Message>)> {
         let id = uuid::Uuid::new_v4().to_string();
         let now = now_ms();
-        let metadata = serde_json::to_string(&new.metadata)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let metadata =
+            serde_json::to_string(&new.metadata).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _gate = self.gate().await;
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -436,7 +440,8 @@ impl Store {
         let now = now_ms();
         let _gate = self.gate().await;
         let mut tx = self.pool.begin().await?;
-        let Some(lock) = rows::lock_conversation(&mut tx, &turn.conversation_id, &turn.customer_id, now).await?
+        let Some(lock) =
+            rows::lock_conversation(&mut tx, &turn.conversation_id, &turn.customer_id, now).await?
         else {
             return Ok(TurnOutcome::NotFound);
         };
@@ -580,7 +585,8 @@ impl Store {
         let now = now_ms();
         let _gate = self.gate().await;
         let mut tx = self.pool.begin().await?;
-        let Some(lock) = rows::lock_conversation(&mut tx, conversation_id, customer_id, now).await?
+        let Some(lock) =
+            rows::lock_conversation(&mut tx, conversation_id, customer_id, now).await?
         else {
             return Ok(None);
         };
@@ -611,7 +617,8 @@ impl Store {
         let now = now_ms();
         let _gate = self.gate().await;
         let mut tx = self.pool.begin().await?;
-        let Some(lock) = rows::lock_conversation(&mut tx, conversation_id, customer_id, now).await?
+        let Some(lock) =
+            rows::lock_conversation(&mut tx, conversation_id, customer_id, now).await?
         else {
             return Ok(None);
         };
