@@ -326,3 +326,57 @@ async fn plaintext_off_loopback_and_missing_keys_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("no JWT key configured"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_is_not_serving_until_the_model_is_loaded() {
+    let db = Db::fresh(Backend::Sqlite).await;
+    let mut s = base_settings(db.dir.path());
+    db.apply(&mut s);
+    let server = bankbot::grpc::Server::bind(s).await.unwrap();
+    let addr = server.local_addr().unwrap();
+    let (loaded, loading) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(
+        async move {
+            let _ = loading.await;
+            Ok(shared_nlu())
+        },
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let check = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    assert_eq!(
+        health.check(check.clone()).await.unwrap().into_inner().status,
+        not_serving
+    );
+    let mut c = pb::conversation_service_client::ConversationServiceClient::new(channel.clone());
+    let e = c
+        .start_conversation(req(
+            "quinn",
+            pb::StartConversationRequest {
+                channel: "web".into(),
+                locale: String::new(),
+                metadata: Default::default(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::Unavailable, "NOT_READY");
+    assert!(e.get_details_retry_info().is_some());
+    loaded.send(()).unwrap();
+    wait_serving(channel).await;
+    start(&mut c, "quinn").await;
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    db.drop_now().await;
+}
