@@ -335,6 +335,10 @@ pub struct GrpcBenchArgs {
     /// Measured seconds per run (after a one-second warm-up).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Turns per second offered in total when N > 1 (N = 1 and the final
+    /// capacity run are closed-loop).
+    #[arg(long, default_value_t = 500.0)]
+    pub rate: f64,
     /// Run against this PostgreSQL database instead of a fresh SQLite file.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,

@@ -356,7 +356,12 @@ async fn health_is_not_serving_until_the_model_is_loaded() {
     };
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
     assert_eq!(
-        health.check(check.clone()).await.unwrap().into_inner().status,
+        health
+            .check(check.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
         not_serving
     );
     let mut c = pb::conversation_service_client::ConversationServiceClient::new(channel.clone());

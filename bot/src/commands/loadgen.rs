@@ -1,10 +1,18 @@
-//! `bankbot bench grpc`: the end-to-end load generator. It starts a release
-//! `bankbot serve` child (a fresh SQLite directory, or a fresh schema in the
-//! given PostgreSQL database), times cold start to SERVING, then for each N
-//! holds N concurrent conversations (one customer each), every one sending
-//! its next turn as soon as the last was answered, and records per-turn
-//! latency in an HDR histogram. Prints turns/s, p50/p99/p999, errors and the
-//! server's RSS.
+//! `bankbot bench grpc`: the end-to-end load generator. It starts a
+//! `bankbot serve` child (a fresh SQLite directory, or the given PostgreSQL
+//! database), times cold start to SERVING, then for each N holds N
+//! concurrent conversations (one customer each) and records per-turn latency
+//! in an HDR histogram.
+//!
+//! - N = 1 runs closed-loop: the next turn goes as soon as the last is
+//!   answered, so its latency is the unloaded turn latency.
+//! - N > 1 offers `--rate` turns/s in total, each conversation on its own
+//!   schedule (staggered). Latency is measured from the scheduled send time,
+//!   so a slow server cannot hide queueing by delaying the next request
+//!   (no coordinated omission).
+//! - A final closed-loop run at the largest N shows the capacity.
+//!
+//! Prints turns/s, p50/p99/p999, errors and the server's RSS.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +44,7 @@ pub fn run(args: &GrpcBenchArgs) -> anyhow::Result<bool> {
     let (mut child, addr) = spawn_server(args, work.path(), &secret)?;
     let result = runtime.block_on(async {
         let channel = Channel::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
             .connect()
             .await?;
         wait_serving(channel.clone()).await?;
@@ -55,11 +64,38 @@ pub fn run(args: &GrpcBenchArgs) -> anyhow::Result<bool> {
             "{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}",
             "N", "turns", "turns/s", "p50 ms", "p99 ms", "p999 ms", "errors"
         );
-        for &n in &args.conversations {
-            let r = load(channel.clone(), &secret_bytes, &texts, n, args.seconds).await?;
+        let mut plan: Vec<(usize, f64)> = args
+            .conversations
+            .iter()
+            .map(|&n| (n, if n == 1 { 0.0 } else { args.rate }))
+            .collect();
+        if let Some(&max) = args.conversations.iter().max() {
+            plan.push((max, 0.0));
+        }
+        for (n, rate) in plan {
+            let r = load(
+                channel.clone(),
+                &secret_bytes,
+                &texts,
+                n,
+                rate,
+                args.seconds,
+            )
+            .await?;
             println!(
-                "{:>5} {:>8} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
-                n, r.turns, r.per_second, r.p50_ms, r.p99_ms, r.p999_ms, r.errors
+                "{:>5} {:>10} {:>8} {:>9.0} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+                n,
+                if rate > 0.0 {
+                    format!("{rate:.0}/s")
+                } else {
+                    "closed".into()
+                },
+                r.turns,
+                r.per_second,
+                r.p50_ms,
+                r.p99_ms,
+                r.p999_ms,
+                r.errors
             );
             runs.push(r);
         }
@@ -78,6 +114,7 @@ pub fn run(args: &GrpcBenchArgs) -> anyhow::Result<bool> {
             "server_peak_rss_mib": peak,
             "runs": runs.iter().map(|r| json!({
                 "conversations": r.conversations,
+                "offered_per_second": r.offered,
                 "turns": r.turns,
                 "turns_per_second": r.per_second,
                 "p50_ms": r.p50_ms,
@@ -94,6 +131,8 @@ pub fn run(args: &GrpcBenchArgs) -> anyhow::Result<bool> {
 #[derive(Debug)]
 struct Run {
     conversations: usize,
+    /// Offered turns/s (0: closed loop).
+    offered: f64,
     turns: u64,
     per_second: f64,
     p50_ms: f64,
@@ -185,14 +224,18 @@ fn request<T>(token: &str, msg: T) -> anyhow::Result<tonic::Request<T>> {
     Ok(r)
 }
 
-/// N conversations for `seconds` (after a one-second warm-up).
+/// N conversations for `seconds` (after a one-second warm-up), offering
+/// `rate` turns/s in total (0: closed loop).
 async fn load(
     channel: Channel,
     secret: &[u8],
     texts: &[String],
     n: usize,
+    rate: f64,
     seconds: f64,
 ) -> anyhow::Result<Run> {
+    // Each conversation's interval between turns, and its offset in it.
+    let interval = (rate > 0.0).then(|| Duration::from_secs_f64(n as f64 / rate));
     let texts: Arc<Vec<String>> = Arc::new(texts.to_vec());
     let warmup = Duration::from_secs(1);
     let measure = Duration::from_secs_f64(seconds);
@@ -223,14 +266,26 @@ async fn load(
             let measure_from = begin + warmup;
             let end = measure_from + measure;
             let mut k = i * 7;
+            let mut scheduled = match interval {
+                Some(iv) => begin + iv.mul_f64(i as f64 / n as f64),
+                None => begin,
+            };
             loop {
+                if let Some(iv) = interval {
+                    tokio::time::sleep_until(scheduled.into()).await;
+                    scheduled += iv;
+                }
                 let now = Instant::now();
                 if now >= end {
                     break;
                 }
                 k += 1;
                 let text = texts[k % texts.len()].clone();
-                let t = Instant::now();
+                // Paced: from the time the turn was due. Closed loop: now.
+                let t = match interval {
+                    Some(iv) => scheduled - iv,
+                    None => Instant::now(),
+                };
                 let r = client
                     .send_message(request(
                         &tok,
@@ -264,6 +319,7 @@ async fn load(
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
     Ok(Run {
         conversations: n,
+        offered: rate,
         turns: hist.len(),
         per_second: hist.len() as f64 / measure.as_secs_f64(),
         p50_ms: q(0.5),

@@ -23,7 +23,6 @@ use anyhow::{Context, bail};
 use bankbot_proto::v1::conversation_service_server::ConversationServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -145,7 +144,6 @@ impl Server {
         );
 
         let mut builder = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)));
         if let Some(tls) = tls_config(&settings)? {
@@ -157,12 +155,14 @@ impl Server {
             .add_service(reflection_v1alpha)
             .add_service(api);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
-            async {
-                let _ = stop_rx.await;
-            },
-        ));
+        // Small request/response frames: without TCP_NODELAY every reply
+        // waits for the peer's delayed ACK (about 40 ms).
+        let incoming = tonic::transport::server::TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(Some(Duration::from_secs(60)));
+        let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        }));
         let admin_task =
             admin.map(|l| tokio::spawn(serve_admin(l, shared.clone(), shutdown_rx_clone(&shared))));
         let janitor = {

@@ -232,18 +232,14 @@ impl Conversations {
         // One turn per conversation at a time in this process; the store's
         // row lock does the same across replicas.
         let _turn = self.locks.lock(conversation_id).await;
-        if let Some((turn, stored_sha)) = self
+        let (conversation, stored) = self
             .store
-            .find_turn(conversation_id, customer, client_message_id)
-            .await?
-        {
-            return self.replay(turn, &stored_sha, &sha, started);
-        }
-        let conversation = self
-            .store
-            .conversation(conversation_id, customer)
+            .conversation_and_turn(conversation_id, customer, client_message_id)
             .await?
             .ok_or(ServiceError::NotFound)?;
+        if let Some((turn, stored_sha)) = stored {
+            return self.replay(turn, &stored_sha, &sha, started);
+        }
         if conversation.state == ConversationState::Ended {
             return Err(ServiceError::Ended);
         }

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use bankbot_models::classifier::Prediction;
+use bankbot_models::metrics::OUT_OF_SCOPE;
 
 use crate::catalogue::{Catalogue, Response};
 use crate::settings::BotSettings;
@@ -43,7 +44,10 @@ impl Responder {
     ) -> Vec<String> {
         labels
             .into_iter()
-            .filter(|l| self.by_intent.get(*l).is_none_or(Vec::is_empty))
+            .filter(|l| match *l {
+                OUT_OF_SCOPE => self.out_of_scope.is_empty(),
+                l => self.by_intent.get(l).is_none_or(Vec::is_empty),
+            })
             .map(str::to_owned)
             .collect()
     }

@@ -435,98 +435,133 @@ impl Store {
         rows::find_turn(&mut conn, conversation_id, customer_id, client_message_id).await
     }
 
-    /// Commits one customer turn (see the module invariants).
-    pub async fn commit_turn(&self, turn: NewTurn) -> Result<TurnOutcome> {
-        let now = now_ms();
-        let _gate = self.gate().await;
-        let mut tx = self.pool.begin().await?;
-        let Some(lock) =
-            rows::lock_conversation(&mut tx, &turn.conversation_id, &turn.customer_id, now).await?
-        else {
-            return Ok(TurnOutcome::NotFound);
-        };
-        if let Some((stored, sha)) = rows::find_turn(
-            &mut tx,
-            &turn.conversation_id,
-            &turn.customer_id,
-            &turn.client_message_id,
+    /// The customer's conversation and, when `client_message_id` was stored
+    /// before, its turn and text hash (one query when it was not).
+    pub async fn conversation_and_turn(
+        &self,
+        conversation_id: &str,
+        customer_id: &str,
+        client_message_id: &str,
+    ) -> Result<Option<(Conversation, Option<(Turn, String)>)>> {
+        let mut conn = self.pool.acquire().await?;
+        let Some((conversation, stored)) = rows::conversation_with_message(
+            &mut conn,
+            conversation_id,
+            customer_id,
+            client_message_id,
         )
         .await?
-        {
-            tx.rollback().await?;
-            return Ok(if sha == turn.text_sha256 {
-                TurnOutcome::Replayed(stored)
-            } else {
-                TurnOutcome::IdReused
-            });
-        }
-        if lock.state == ConversationState::Ended {
-            tx.rollback().await?;
-            return Ok(TurnOutcome::Ended);
-        }
-        let mut next = lock.last_sequence;
-        let mut events = Vec::with_capacity(turn.replies.len() + 2);
-        next += 1;
-        let customer = Message {
-            id: uuid::Uuid::now_v7().to_string(),
-            conversation_id: turn.conversation_id.clone(),
-            sequence: next,
-            author: Author::Customer,
-            text: turn.text,
-            quick_replies: Vec::new(),
-            client_message_id: Some(turn.client_message_id),
-            reply_to: None,
-            nlu: Some(turn.nlu),
-            state_after: Some(turn.state_after),
-            created_at: now,
+        else {
+            return Ok(None);
         };
-        rows::insert_message(&mut tx, &customer, Some(&turn.text_sha256)).await?;
-        events.push(message_event(&customer));
-        let mut replies = Vec::with_capacity(turn.replies.len());
-        for reply in turn.replies {
-            next += 1;
-            let m = Message {
+        let turn = if stored {
+            rows::find_turn(&mut conn, conversation_id, customer_id, client_message_id).await?
+        } else {
+            None
+        };
+        Ok(Some((conversation, turn)))
+    }
+
+    /// Commits one customer turn (see the module invariants): lock the
+    /// conversation, insert the messages and their events (one statement
+    /// each), update the conversation. A client message id stored in the
+    /// meantime (another replica) trips the unique index; the stored turn is
+    /// returned instead.
+    pub async fn commit_turn(&self, turn: NewTurn) -> Result<TurnOutcome> {
+        let now = now_ms();
+        let outcome = {
+            let _gate = self.gate().await;
+            let mut tx = self.pool.begin().await?;
+            let Some(lock) =
+                rows::lock_conversation(&mut tx, &turn.conversation_id, &turn.customer_id, now)
+                    .await?
+            else {
+                return Ok(TurnOutcome::NotFound);
+            };
+            if lock.state == ConversationState::Ended {
+                tx.rollback().await?;
+                return Ok(TurnOutcome::Ended);
+            }
+            let mut next = lock.last_sequence + 1;
+            let customer = Message {
                 id: uuid::Uuid::now_v7().to_string(),
                 conversation_id: turn.conversation_id.clone(),
                 sequence: next,
-                author: Author::Bot,
-                text: reply.text,
-                quick_replies: reply.quick_replies,
-                client_message_id: None,
-                reply_to: Some(customer.id.clone()),
-                nlu: None,
-                state_after: None,
+                author: Author::Customer,
+                text: turn.text.clone(),
+                quick_replies: Vec::new(),
+                client_message_id: Some(turn.client_message_id.clone()),
+                reply_to: None,
+                nlu: Some(turn.nlu.clone()),
+                state_after: Some(turn.state_after),
                 created_at: now,
             };
-            rows::insert_message(&mut tx, &m, None).await?;
-            events.push(message_event(&m));
-            replies.push(m);
-        }
-        if turn.state_after != lock.state {
-            next += 1;
-            let e = Event {
-                conversation_id: turn.conversation_id.clone(),
-                sequence: next,
-                created_at: now,
-                kind: EventKind::StateChange {
-                    state: turn.state_after,
-                    dialog_state: String::new(),
-                },
-            };
-            rows::insert_event(&mut tx, &e).await?;
-            events.push(e);
-        }
-        sqlx::query(
-            "UPDATE conversations SET last_sequence = $1, state = $2, turns = turns + 1 \
-             WHERE id = $3",
-        )
-        .bind(seq(next))
-        .bind(turn.state_after.as_str())
-        .bind(&turn.conversation_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(TurnOutcome::Stored(Turn { customer, replies }, events))
+            let mut replies = Vec::with_capacity(turn.replies.len());
+            for reply in &turn.replies {
+                next += 1;
+                replies.push(Message {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    conversation_id: turn.conversation_id.clone(),
+                    sequence: next,
+                    author: Author::Bot,
+                    text: reply.text.clone(),
+                    quick_replies: reply.quick_replies.clone(),
+                    client_message_id: None,
+                    reply_to: Some(customer.id.clone()),
+                    nlu: None,
+                    state_after: None,
+                    created_at: now,
+                });
+            }
+            let all: Vec<&Message> = std::iter::once(&customer).chain(&replies).collect();
+            match rows::insert_messages(&mut tx, &all, Some(&turn.text_sha256)).await {
+                Ok(()) => {}
+                Err(StoreError::Database(sqlx::Error::Database(e))) if e.is_unique_violation() => {
+                    tx.rollback().await?;
+                    drop(_gate);
+                    let stored = self
+                        .find_turn(
+                            &turn.conversation_id,
+                            &turn.customer_id,
+                            &turn.client_message_id,
+                        )
+                        .await?;
+                    return match stored {
+                        Some((t, sha)) if sha == turn.text_sha256 => Ok(TurnOutcome::Replayed(t)),
+                        Some(_) => Ok(TurnOutcome::IdReused),
+                        None => Err(StoreError::Database(sqlx::Error::Database(e))),
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+            let mut events: Vec<Event> = all.iter().map(|m| message_event(m)).collect();
+            if turn.state_after != lock.state {
+                next += 1;
+                let e = Event {
+                    conversation_id: turn.conversation_id.clone(),
+                    sequence: next,
+                    created_at: now,
+                    kind: EventKind::StateChange {
+                        state: turn.state_after,
+                        dialog_state: String::new(),
+                    },
+                };
+                rows::insert_event(&mut tx, &e).await?;
+                events.push(e);
+            }
+            sqlx::query(
+                "UPDATE conversations SET last_sequence = $1, state = $2, turns = turns + 1 \
+                 WHERE id = $3",
+            )
+            .bind(seq(next))
+            .bind(turn.state_after.as_str())
+            .bind(&turn.conversation_id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            TurnOutcome::Stored(Turn { customer, replies }, events)
+        };
+        Ok(outcome)
     }
 
     /// Messages after `after_sequence`, oldest first, at most `limit`.

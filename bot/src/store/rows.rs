@@ -98,6 +98,90 @@ pub async fn insert_message(
     Ok(())
 }
 
+/// Stores messages and their `message` events: one statement per table,
+/// whatever the number of messages. `text_sha256` applies to the first.
+pub async fn insert_messages(
+    conn: &mut AnyConnection,
+    messages: &[&Message],
+    first_sha256: Option<&str>,
+) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut sql = String::from(
+        "INSERT INTO messages (id, conversation_id, sequence, author, text, quick_replies, \
+         client_message_id, text_sha256, reply_to, nlu, state_after, created_at) VALUES ",
+    );
+    for i in 0..messages.len() {
+        let b = i * 12;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 1..=12 {
+            if c > 1 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", b + c));
+        }
+        sql.push(')');
+    }
+    let mut q = sqlx::query(&sql);
+    for (i, m) in messages.iter().enumerate() {
+        let quick = serde_json::to_string(&m.quick_replies).map_err(corrupt)?;
+        let nlu = m
+            .nlu
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(corrupt)?;
+        q = q
+            .bind(m.id.clone())
+            .bind(m.conversation_id.clone())
+            .bind(seq(m.sequence))
+            .bind(m.author.as_str())
+            .bind(m.text.clone())
+            .bind(quick)
+            .bind(m.client_message_id.clone())
+            .bind(if i == 0 {
+                first_sha256.map(str::to_owned)
+            } else {
+                None
+            })
+            .bind(m.reply_to.clone())
+            .bind(nlu)
+            .bind(m.state_after.map(ConversationState::as_str))
+            .bind(m.created_at);
+    }
+    q.execute(&mut *conn).await?;
+    let mut sql = String::from(
+        "INSERT INTO events (conversation_id, sequence, kind, message_id, payload, created_at) VALUES ",
+    );
+    for i in 0..messages.len() {
+        let b = i * 4;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, 'message', ${}, '{{}}', ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4
+        ));
+    }
+    let mut q = sqlx::query(&sql);
+    for m in messages {
+        q = q
+            .bind(m.conversation_id.clone())
+            .bind(seq(m.sequence))
+            .bind(m.id.clone())
+            .bind(m.created_at);
+    }
+    q.execute(conn).await?;
+    Ok(())
+}
+
 /// Stores a non-message event.
 pub async fn insert_event(conn: &mut AnyConnection, e: &Event) -> Result<()> {
     let payload = serde_json::to_string(&e.kind).map_err(corrupt)?;
@@ -148,6 +232,33 @@ pub async fn find_turn(
     .await?;
     let replies = replies.iter().map(message).collect::<Result<Vec<_>>>()?;
     Ok(Some((Turn { customer, replies }, sha.unwrap_or_default())))
+}
+
+/// The conversation (if the customer's) and whether `client_message_id` is
+/// already stored in it, in one query.
+pub async fn conversation_with_message(
+    conn: &mut AnyConnection,
+    conversation_id: &str,
+    customer_id: &str,
+    client_message_id: &str,
+) -> Result<Option<(Conversation, bool)>> {
+    let row = sqlx::query(
+        "SELECT c.id, c.customer_id, c.channel, c.locale, c.metadata, c.state, c.dialog_state, \
+         c.last_sequence, c.turns, c.end_reason, c.created_at, \
+         (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id \
+          AND m.client_message_id = $3) AS stored \
+         FROM conversations c WHERE c.id = $1 AND c.customer_id = $2",
+    )
+    .bind(conversation_id)
+    .bind(customer_id)
+    .bind(client_message_id)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        let stored: i64 = r.try_get("stored")?;
+        Ok((conversation(&r)?, stored > 0))
+    })
+    .transpose()
 }
 
 pub fn conversation(r: &AnyRow) -> Result<Conversation> {
