@@ -476,3 +476,47 @@ async fn a_restart_keeps_the_history(backend: Backend) {
     app.stop().await.unwrap();
     db.drop_now().await;
 }
+
+/// Two replicas on one PostgreSQL database: turns of one conversation never
+/// interleave and a duplicate is stored once, whichever replica gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serialise_turns_and_deduplicate() {
+    let (a, db) = spawn_app(Backend::Postgres).await;
+    let b = TestApp::start(a.settings.clone()).await;
+    let mut ca = a.client().await;
+    let cb = b.client().await;
+    let id = start(&mut ca, "rita").await;
+    let calls = (0..12).map(|i| {
+        let mut c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        let id = id.clone();
+        async move { send(&mut c, "rita", &id, "same", "block my card").await }
+    });
+    let results: Vec<_> = join_all(calls)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let ids: std::collections::BTreeSet<_> = results
+        .iter()
+        .map(|r| r.customer_message.as_ref().unwrap().message_id.clone())
+        .collect();
+    assert_eq!(ids.len(), 1);
+    let calls = (0..10).map(|i| {
+        let mut c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        let id = id.clone();
+        async move { send(&mut c, "rita", &id, &format!("t{i}"), "thanks").await }
+    });
+    for r in join_all(calls).await {
+        r.unwrap();
+    }
+    let all = all_messages(&mut ca, "rita", &id).await;
+    let seqs: Vec<u64> = all.iter().map(|m| m.sequence).collect();
+    assert_eq!(seqs, (1..=23).collect::<Vec<u64>>(), "11 turns, gap-free");
+    // Every reply directly follows the message it answers.
+    for pair in all[1..].chunks(2) {
+        assert_eq!(pair[1].reply_to, pair[0].message_id);
+    }
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+    db.drop_now().await;
+}
