@@ -61,8 +61,8 @@ pub fn run(args: &GrpcBenchArgs) -> anyhow::Result<bool> {
         let secret_bytes = std::fs::read(&secret)?;
         let mut runs = Vec::new();
         println!(
-            "{:>5} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}",
-            "N", "turns", "turns/s", "p50 ms", "p99 ms", "p999 ms", "errors"
+            "{:>5} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9} {:>7}",
+            "N", "offered", "turns", "turns/s", "p50 ms", "p99 ms", "p999 ms", "errors"
         );
         let mut plan: Vec<(usize, f64)> = args
             .conversations
