@@ -12,7 +12,8 @@
 //!   process additionally admits one writer at a time, so writers queue in
 //!   order instead of polling SQLite's busy handler.
 //! - A customer message is stored once per (conversation, client_message_id):
-//!   a unique index backs the check made inside the turn's transaction.
+//!   callers check before classifying, and a unique index refuses a copy that
+//!   another replica committed in between (answered as a replay).
 //! - Every query is scoped by customer id as well as conversation id.
 
 mod rows;
