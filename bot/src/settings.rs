@@ -93,6 +93,8 @@ pub struct LimitSettings {
     pub max_in_flight: usize,
     /// Open event streams across all customers.
     pub max_streams: usize,
+    /// Open event streams per customer (devices, tabs).
+    pub max_streams_per_customer: usize,
     /// How long in-flight calls get to finish on shutdown, in seconds.
     pub shutdown_grace_secs: u64,
 }
@@ -150,6 +152,26 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 fn mask_url_password(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((u, q)) => (u, Some(q)),
+        None => (url, None),
+    };
+    let mut out = mask_authority_password(url);
+    if let Some(q) = query {
+        out.push('?');
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn mask_authority_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -216,6 +238,7 @@ impl Default for LimitSettings {
             customer_burst: 40,
             max_in_flight: 512,
             max_streams: 10_000,
+            max_streams_per_customer: 16,
             shutdown_grace_secs: 10,
         }
     }
@@ -276,6 +299,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("BANKBOT_CUSTOMER_BURST", "limits.customer_burst"),
     ("BANKBOT_MAX_IN_FLIGHT", "limits.max_in_flight"),
     ("BANKBOT_MAX_STREAMS", "limits.max_streams"),
+    (
+        "BANKBOT_MAX_STREAMS_PER_CUSTOMER",
+        "limits.max_streams_per_customer",
+    ),
     ("BANKBOT_SQLITE_SYNCHRONOUS", "storage.sqlite_synchronous"),
     ("BANKBOT_DB_MAX_CONNECTIONS", "storage.max_connections"),
 ];
@@ -372,8 +399,14 @@ impl Settings {
         if self.limits.customer_rate_per_second == 0 || self.limits.customer_burst == 0 {
             return bad("limits.customer_rate_per_second and customer_burst must be > 0".into());
         }
-        if self.limits.max_in_flight == 0 || self.limits.max_streams == 0 {
-            return bad("limits.max_in_flight and limits.max_streams must be > 0".into());
+        if self.limits.max_in_flight == 0
+            || self.limits.max_streams == 0
+            || self.limits.max_streams_per_customer == 0
+        {
+            return bad(
+                "limits.max_in_flight, limits.max_streams and limits.max_streams_per_customer must be > 0"
+                    .into(),
+            );
         }
         if self.storage.max_connections == 0 {
             return bad("storage.max_connections must be > 0".into());
@@ -569,5 +602,9 @@ mod tests {
         );
         assert!(!format!("{s:?}").contains("s3cret"));
         assert_eq!(mask_url_password("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            mask_url_password("postgres://db/x?sslmode=require&password=pw&user=u"),
+            "postgres://db/x?sslmode=require&password=***&user=u"
+        );
     }
 }

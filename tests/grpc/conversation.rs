@@ -501,10 +501,22 @@ async fn replicas_serialise_turns_and_deduplicate() {
         .map(|r| r.customer_message.as_ref().unwrap().message_id.clone())
         .collect();
     assert_eq!(ids.len(), 1);
+    // Concurrent turns on one conversation through both replicas; a client
+    // told to retry (RESOURCE_EXHAUSTED with RetryInfo) resends the same id.
     let calls = (0..10).map(|i| {
         let mut c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
         let id = id.clone();
-        async move { send(&mut c, "rita", &id, &format!("t{i}"), "thanks").await }
+        async move {
+            loop {
+                match send(&mut c, "rita", &id, &format!("t{i}"), "thanks").await {
+                    Err(e) if e.code() == Code::ResourceExhausted => {
+                        let wait = e.get_details_retry_info().unwrap().retry_delay.unwrap();
+                        tokio::time::sleep(wait).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
     });
     for r in join_all(calls).await {
         r.unwrap();

@@ -60,6 +60,15 @@ async fn every_bad_token_is_refused_with_its_reason() {
             .await
             .unwrap_or_else(|e| panic!("{kid}: {e:?}"));
     }
+    // Agents and administrators have their own services; not this one.
+    let mut agent = test_support::claims(ISSUER, AUDIENCE, "kate");
+    agent["role"] = serde_json::json!("agent");
+    let t = test_support::token(&fixtures(), "rsa-1", &agent);
+    let e = c
+        .start_conversation(with_header(start(), &format!("Bearer {t}")))
+        .await
+        .unwrap_err();
+    assert_status(&e, Code::PermissionDenied, "ROLE_NOT_ALLOWED");
     // Refused calls stored nothing: only kate's two conversations exist.
     assert_eq!(
         app.store()

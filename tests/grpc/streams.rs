@@ -236,23 +236,42 @@ async fn converse_carries_everything(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_beyond_the_limit_are_shed_and_shutdown_closes_streams() {
-    let (app, db) = spawn_with(Backend::Sqlite, |s| s.limits.max_streams = 1).await;
+    let (app, db) = spawn_with(Backend::Sqlite, |s| {
+        s.limits.max_streams = 2;
+        s.limits.max_streams_per_customer = 1;
+    })
+    .await;
     let mut c = app.client().await;
     let id = start(&mut c, "judy").await;
+    let kim = start(&mut c, "kim").await;
+    let lou = start(&mut c, "lou").await;
+    let open = |customer: &'static str, id: String| {
+        let mut c = c.clone();
+        async move {
+            c.stream_events(req(
+                customer,
+                pb::StreamEventsRequest {
+                    conversation_id: id,
+                    after_sequence: 0,
+                },
+            ))
+            .await
+        }
+    };
     let mut first = subscribe(&app, "judy", &id, 0).await;
     next(&mut first).await;
-    let shed = c
-        .stream_events(req(
-            "judy",
-            pb::StreamEventsRequest {
-                conversation_id: id.clone(),
-                after_sequence: 0,
-            },
-        ))
-        .await
-        .unwrap_err();
+    // One stream per customer here: judy's second is refused, kim's first is not.
+    let refused = open("judy", id.clone()).await.unwrap_err();
+    assert_status(&refused, Code::ResourceExhausted, "TOO_MANY_STREAMS");
+    let mut second = open("kim", kim).await.unwrap().into_inner();
+    next(&mut second).await;
+    // Two streams in the whole server: lou's is shed.
+    let shed = open("lou", lou).await.unwrap_err();
     assert_status(&shed, Code::ResourceExhausted, "OVERLOADED");
     assert!(tonic_types::StatusExt::get_details_retry_info(&shed).is_some());
+    // Closing a stream frees its place.
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let stopping = tokio::spawn(app.stop());
     let end = tokio::time::timeout(Duration::from_secs(10), first.next())

@@ -75,7 +75,7 @@ fn errors_point_at_file_line_and_column() {
     assert!(cat.is_none());
     insta::assert_snapshot!(diags, @r"
     DIR/card_found.yaml:3:11: error: `examples` is empty: an intent needs at least one example
-    DIR/card_lost.yaml:3:1: error: unknown key `exmples` (did you mean `examples`?); allowed keys: `intent`, `description`, `examples`
+    DIR/card_lost.yaml:3:1: error: unknown key `exmples` (did you mean `examples`?); allowed keys: `intent`, `description`, `examples`, `responses`
     DIR/pay.yaml:3:1: warning: only 2 example(s): intents need at least 10 varied examples to be recognised reliably
     DIR/pay.yaml:4:10: error: malformed annotation: `[` is never closed (write `\[` for a literal bracket)
     DIR/pay.yaml:5:15: error: malformed annotation: missing `)` after the entity name
@@ -202,4 +202,48 @@ fn data_hash_ignores_layout_and_markup() {
 fn normalise_collapses_case_punctuation_and_space() {
     assert_eq!(normalise("  What's   my BALANCE?? "), "what s my balance");
     assert_eq!(normalise("!!!"), "");
+}
+
+#[test]
+fn responses_are_texts_or_texts_with_quick_replies() {
+    let good = format!(
+        "{}responses:\n  - \"Plain reply.\"\n  - text: \"With buttons.\"\n    quick_replies:\n      - \"Yes\"\n      - {{ title: \"Talk to a person\", payload: \"talk to a human\" }}\n",
+        intent("greet")
+    );
+    let (cat, text) = load(&[
+        ("greet.yaml", good.as_bytes()),
+        ("bye.yaml", intent("bye").as_bytes()),
+    ]);
+    let cat = cat.unwrap_or_else(|| panic!("{text}"));
+    let greet = cat.intents.iter().find(|i| i.name == "greet").unwrap();
+    assert_eq!(greet.responses.len(), 2);
+    assert_eq!(greet.responses[0].text, "Plain reply.");
+    assert!(greet.responses[0].quick_replies.is_empty());
+    assert_eq!(
+        greet.responses[1].quick_replies,
+        vec![
+            QuickReply {
+                title: "Yes".into(),
+                payload: "Yes".into()
+            },
+            QuickReply {
+                title: "Talk to a person".into(),
+                payload: "talk to a human".into()
+            },
+        ]
+    );
+
+    let bad = format!(
+        "{}responses:\n  - \"ok\"\n  - \"   \"\n  - text: \"buttons\"\n    quick_replies:\n      - \"\"\n",
+        intent("greet")
+    );
+    let (cat, text) = load(&[
+        ("greet.yaml", bad.as_bytes()),
+        ("bye.yaml", intent("bye").as_bytes()),
+    ]);
+    assert!(cat.is_none());
+    insta::assert_snapshot!(text, @r"
+    DIR/greet.yaml:16:5: error: empty response text
+    DIR/greet.yaml:17:5: error: empty quick-reply title
+    ");
 }

@@ -14,7 +14,7 @@ use tonic::{Request, Status};
 
 use super::metrics::Metrics;
 use super::status;
-use crate::auth::{Authenticator, Principal};
+use crate::auth::{Authenticator, Principal, Role};
 
 type Keyed = RateLimiter<String, HashMapStateStore<String>, DefaultClock>;
 
@@ -74,6 +74,21 @@ impl Interceptor for Guard {
                 return Err(status::from_auth(&e));
             }
         };
+        // Agents and administrators get their own services (issue 6); here
+        // the subject must be the customer the conversation belongs to.
+        if principal.role != Role::Customer {
+            self.metrics.error(tonic::Code::PermissionDenied);
+            return Err(status::status(
+                tonic::Code::PermissionDenied,
+                format!(
+                    "the `{}` role cannot use ConversationService; it is for customers",
+                    principal.role.as_str()
+                ),
+                "ROLE_NOT_ALLOWED",
+                None,
+                None,
+            ));
+        }
         if let Err(s) = self.limiter.check(&principal.subject) {
             self.metrics.error(s.code());
             return Err(s);

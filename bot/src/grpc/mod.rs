@@ -130,6 +130,8 @@ impl Server {
             shutdown: shutdown_rx,
             in_flight: Arc::new(Semaphore::new(settings.limits.max_in_flight)),
             streams: Arc::new(Semaphore::new(settings.limits.max_streams)),
+            customer_streams: std::sync::Mutex::new(std::collections::HashMap::new()),
+            max_streams_per_customer: settings.limits.max_streams_per_customer,
             limiter: limiter.clone(),
             metrics: metrics.clone(),
         });

@@ -17,7 +17,7 @@ use super::guard::{CustomerLimiter, principal};
 use super::metrics::Metrics;
 use super::{convert, status};
 use crate::service::{Conversations, LiveEvent, ServiceError};
-use crate::store::{self, EventKind};
+use crate::store::{self, Conversation, ConversationState, EventKind};
 
 /// Messages per ListMessages page by default, and at most.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;
@@ -39,6 +39,9 @@ pub struct Shared {
     pub in_flight: Arc<Semaphore>,
     /// Open event streams.
     pub streams: Arc<Semaphore>,
+    /// Open streams per customer; an entry goes when its count reaches zero.
+    pub customer_streams: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    pub max_streams_per_customer: usize,
     pub limiter: Arc<CustomerLimiter>,
     pub metrics: Arc<Metrics>,
 }
@@ -78,50 +81,106 @@ impl ConversationApi {
         self.fail(status::from_service(e))
     }
 
-    fn open_stream(
-        &self,
-        conv: Arc<Conversations>,
-        conversation_id: String,
-        after: u64,
-        side: Option<mpsc::Receiver<pb::ConversationEvent>>,
-    ) -> Result<EventStream, Status> {
+    /// Admits a stream for `customer`: the server-wide and the per-customer limits.
+    fn stream_ticket(&self, customer: &str) -> Result<StreamTicket, Status> {
         let permit = self
             .shared
             .streams
             .clone()
             .try_acquire_owned()
             .map_err(|_| self.fail(status::shed("open streams")))?;
+        {
+            let mut open = self
+                .shared
+                .customer_streams
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let n = open.entry(customer.to_owned()).or_insert(0);
+            if *n >= self.shared.max_streams_per_customer {
+                if *n == 0 {
+                    open.remove(customer);
+                }
+                return Err(self.fail(status::status(
+                    tonic::Code::ResourceExhausted,
+                    format!(
+                        "this customer already has {} open streams; close one first",
+                        self.shared.max_streams_per_customer
+                    ),
+                    "TOO_MANY_STREAMS",
+                    None,
+                    Some(Duration::from_secs(1)),
+                )));
+            }
+            *n += 1;
+        }
+        self.shared.metrics.stream_opened();
+        Ok(StreamTicket {
+            _permit: permit,
+            customer: customer.to_owned(),
+            shared: self.shared.clone(),
+        })
+    }
+
+    fn open_stream(
+        &self,
+        conv: Arc<Conversations>,
+        conversation: &Conversation,
+        after: u64,
+        side: Option<mpsc::Receiver<pb::ConversationEvent>>,
+        ticket: StreamTicket,
+    ) -> Result<EventStream, Status> {
+        if after > conversation.last_sequence {
+            return Err(self.fail(status::status(
+                tonic::Code::OutOfRange,
+                format!(
+                    "after_sequence {after} is beyond the conversation's last event ({})",
+                    conversation.last_sequence
+                ),
+                "AFTER_SEQUENCE_AHEAD",
+                Some((
+                    "after_sequence",
+                    "larger than any event of this conversation",
+                )),
+                None,
+            )));
+        }
+        // An ended conversation has nothing more to say after its `ended` event.
+        if conversation.state == ConversationState::Ended && after >= conversation.last_sequence {
+            return Ok(Box::pin(tokio_stream::empty()));
+        }
         Ok(Box::pin(events(
             conv,
-            conversation_id,
+            conversation.id.clone(),
             after,
             self.shared.shutdown.clone(),
             side,
-            StreamTicket {
-                _permit: permit,
-                metrics: self.shared.metrics.clone(),
-            }
-            .open(),
+            ticket,
         )))
     }
 }
 
-/// Held by an open stream: its admission permit and the open-streams gauge.
+/// Held by an open stream: its admission permit, its place in the
+/// customer's count, and the open-streams gauge.
 struct StreamTicket {
     _permit: OwnedSemaphorePermit,
-    metrics: Arc<Metrics>,
-}
-
-impl StreamTicket {
-    fn open(self) -> Self {
-        self.metrics.stream_opened();
-        self
-    }
+    customer: String,
+    shared: Arc<Shared>,
 }
 
 impl Drop for StreamTicket {
     fn drop(&mut self) {
-        self.metrics.stream_closed();
+        self.shared.metrics.stream_closed();
+        let mut open = self
+            .shared
+            .customer_streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.customer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.customer);
+            }
+        }
     }
 }
 
@@ -241,13 +300,14 @@ impl ConversationService for ConversationApi {
         let who = principal(&req)?;
         let conv = self.ready()?;
         let r = req.into_inner();
-        {
+        let ticket = self.stream_ticket(&who.subject)?;
+        let conversation = {
             let _permit = self.admit()?;
             conv.conversation(&who.subject, &r.conversation_id)
                 .await
-                .map_err(|e| self.service_error(e))?;
-        }
-        let stream = self.open_stream(conv, r.conversation_id, r.after_sequence, None)?;
+                .map_err(|e| self.service_error(e))?
+        };
+        let stream = self.open_stream(conv, &conversation, r.after_sequence, None, ticket)?;
         Ok(Response::new(stream))
     }
 
@@ -281,12 +341,13 @@ impl ConversationService for ConversationApi {
             )));
         };
         tracing::Span::current().record("conversation_id", open.conversation_id.as_str());
-        {
+        let ticket = self.stream_ticket(&who.subject)?;
+        let conversation = {
             let _permit = self.admit()?;
             conv.conversation(&who.subject, &open.conversation_id)
                 .await
-                .map_err(|e| self.service_error(e))?;
-        }
+                .map_err(|e| self.service_error(e))?
+        };
         // Refusals of individual client events travel on this side channel
         // into the outgoing stream; replies arrive through the live hub like
         // every other event. Bounded: a client that floods refused events
@@ -294,9 +355,10 @@ impl ConversationService for ConversationApi {
         let (side_tx, side_rx) = mpsc::channel(16);
         let stream = self.open_stream(
             conv.clone(),
-            open.conversation_id.clone(),
+            &conversation,
             open.after_sequence,
             Some(side_rx),
+            ticket,
         )?;
         tokio::spawn(read_client_events(
             inbound,
@@ -517,11 +579,16 @@ fn events(
                     }
                 }
                 ev = recv_side(&mut side) => match ev {
-                    Some(ev) => yield Ok(ev),
+                    // Not stored: it carries the last stored sequence, so a
+                    // client resuming from it misses nothing.
+                    Some(mut ev) => {
+                        ev.sequence = cursor;
+                        yield Ok(ev);
+                    }
                     // The client half-closed its side; keep delivering.
                     None => side = None,
                 },
-                r = sub.rx.recv() => match r {
+                r = sub.recv() => match r {
                     Ok(ev) => match &*ev {
                         LiveEvent::Stored(e) if e.sequence <= cursor => {}
                         LiveEvent::Stored(e) if e.sequence == cursor + 1 => {

@@ -55,7 +55,9 @@ type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<LiveEvent>>>>>;
 /// last) on drop.
 #[derive(Debug)]
 pub struct Subscription {
-    pub rx: broadcast::Receiver<Arc<LiveEvent>>,
+    // `None` only while dropping: the receiver goes first, under the map's
+    // lock, so the last subscriber always sees a count of zero.
+    rx: Option<broadcast::Receiver<Arc<LiveEvent>>>,
     channels: Channels,
     conversation_id: String,
 }
@@ -67,7 +69,7 @@ impl Hub {
             .entry(conversation_id.to_owned())
             .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0);
         Subscription {
-            rx: tx.subscribe(),
+            rx: Some(tx.subscribe()),
             channels: self.channels.clone(),
             conversation_id: conversation_id.to_owned(),
         }
@@ -96,13 +98,63 @@ impl Hub {
     }
 }
 
+impl Subscription {
+    /// The next live event (see `broadcast::Receiver::recv`).
+    pub async fn recv(&mut self) -> Result<Arc<LiveEvent>, broadcast::error::RecvError> {
+        match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => Err(broadcast::error::RecvError::Closed),
+        }
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        self.rx.take();
         if let Some(tx) = map.get(&self.conversation_id)
-            && tx.receiver_count() <= 1
+            && tx.receiver_count() == 0
         {
             map.remove(&self.conversation_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::EventKind;
+
+    fn event(seq: u64) -> LiveEvent {
+        LiveEvent::Stored(Event {
+            conversation_id: "c".into(),
+            sequence: seq,
+            created_at: 0,
+            kind: EventKind::Ended { reason: "x".into() },
+        })
+    }
+
+    #[tokio::test]
+    async fn subscribers_get_events_and_the_last_one_frees_the_channel() {
+        let hub = Hub::default();
+        hub.publish(event(1)); // nobody listens: dropped, nothing kept
+        assert!(hub.is_empty());
+        let mut a = hub.subscribe("c");
+        let mut b = hub.subscribe("c");
+        hub.publish(event(2));
+        assert_eq!(*a.recv().await.unwrap(), event(2));
+        assert_eq!(*b.recv().await.unwrap(), event(2));
+        drop(a);
+        assert_eq!(hub.len(), 1);
+        drop(b);
+        assert!(hub.is_empty());
+        // Concurrent drops still free it.
+        let subs: Vec<_> = (0..8).map(|_| hub.subscribe("c")).collect();
+        std::thread::scope(|s| {
+            for sub in subs {
+                s.spawn(move || drop(sub));
+            }
+        });
+        assert!(hub.is_empty());
     }
 }

@@ -16,22 +16,44 @@ pub struct KeyedLocks {
 /// Holds the lock of one key until dropped.
 #[derive(Debug)]
 pub struct KeyGuard {
-    key: String,
     guard: Option<OwnedMutexGuard<()>>,
+    // Dropped after `guard`: removes the entry when nobody else uses it.
+    _entry: Entry,
+}
+
+/// One user (holder or waiter) of a key's entry. Dropping the last user
+/// removes the entry, also when a waiter is cancelled before it gets the lock.
+#[derive(Debug)]
+struct Entry {
+    key: String,
+    mutex: Arc<AsyncMutex<()>>,
     map: Arc<Mutex<HashMap<String, Arc<AsyncMutex<()>>>>>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's clone and ours: nobody else holds or waits.
+        if Arc::strong_count(&self.mutex) == 2 {
+            map.remove(&self.key);
+        }
+    }
 }
 
 impl KeyedLocks {
     pub async fn lock(&self, key: &str) -> KeyGuard {
         let entry = {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.to_owned()).or_default().clone()
+            Entry {
+                key: key.to_owned(),
+                mutex: map.entry(key.to_owned()).or_default().clone(),
+                map: self.map.clone(),
+            }
         };
-        let guard = entry.lock_owned().await;
+        let guard = entry.mutex.clone().lock_owned().await;
         KeyGuard {
-            key: key.to_owned(),
             guard: Some(guard),
-            map: self.map.clone(),
+            _entry: entry,
         }
     }
 
@@ -47,15 +69,8 @@ impl KeyedLocks {
 
 impl Drop for KeyGuard {
     fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        // Release first, then drop the entry if nobody else holds or waits
-        // (the map's clone plus none other).
+        // Release first; `_entry` then drops and cleans up.
         self.guard.take();
-        if let Some(entry) = map.get(&self.key)
-            && Arc::strong_count(entry) == 1
-        {
-            map.remove(&self.key);
-        }
     }
 }
 
@@ -87,8 +102,14 @@ mod tests {
         }
         assert_eq!(counter.lock().unwrap().1, 1);
         assert!(locks.is_empty());
-        let _a = locks.lock("a").await;
+        let a = locks.lock("a").await;
         let _b = locks.lock("b").await; // other keys do not wait
         assert_eq!(locks.len(), 2);
+        // A waiter that gives up leaves nothing behind either.
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(20), locks.lock("a")).await;
+        assert!(waiting.is_err());
+        drop(a);
+        assert_eq!(locks.len(), 1);
     }
 }

@@ -30,6 +30,9 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_REASON_CHARS: usize = 64;
 pub const MAX_METADATA_ENTRIES: usize = 32;
 pub const MAX_COMMENT_BYTES: usize = 2048;
+/// Times a turn is decided again when another replica moved the
+/// conversation on in the meantime.
+const MAX_TURN_ATTEMPTS: usize = 10;
 
 /// The loaded NLU: the inference engine and the replies per intent.
 #[derive(Debug)]
@@ -83,6 +86,7 @@ impl From<StoreError> for ServiceError {
             | StoreError::Database(sqlx::Error::PoolClosed) => {
                 Self::Unavailable("the database is unavailable; retry shortly".into())
             }
+            StoreError::Ended => Self::Ended,
             _ => Self::Internal(e.to_string()),
         }
     }
@@ -109,7 +113,7 @@ pub trait TurnObserver: Send + Sync + std::fmt::Debug {
 pub struct Conversations {
     store: Store,
     nlu: Arc<Nlu>,
-    hub: Hub,
+    hub: Arc<Hub>,
     locks: locks::KeyedLocks,
     bot: BotSettings,
     max_text_bytes: usize,
@@ -127,7 +131,7 @@ impl Conversations {
         Self {
             store,
             nlu,
-            hub: Hub::default(),
+            hub: Arc::new(Hub::default()),
             locks: locks::KeyedLocks::default(),
             bot,
             max_text_bytes,
@@ -232,86 +236,106 @@ impl Conversations {
         // One turn per conversation at a time in this process; the store's
         // row lock does the same across replicas.
         let _turn = self.locks.lock(conversation_id).await;
-        let (conversation, stored) = self
-            .store
-            .conversation_and_turn(conversation_id, customer, client_message_id)
-            .await?
-            .ok_or(ServiceError::NotFound)?;
-        if let Some((turn, stored_sha)) = stored {
-            return self.replay(turn, &stored_sha, &sha, started);
-        }
-        if conversation.state == ConversationState::Ended {
-            return Err(ServiceError::Ended);
-        }
-        let classified = self
-            .nlu
-            .engine
-            .classify(&masked.text)
-            .await
-            .map_err(|e| match e {
-                ModelError::Overloaded { .. } => ServiceError::Overloaded {
-                    what: "the classifier",
-                    retry_after: Duration::from_millis(200),
-                },
-                ModelError::EngineStopped => {
-                    ServiceError::Unavailable("the classifier is stopping".into())
-                }
-                other => ServiceError::Internal(other.to_string()),
-            })?;
-        let prediction = classified.prediction;
-        let (replies, state_after) =
-            self.nlu
-                .responder
-                .replies(&prediction, conversation.turns, masked.cards > 0);
-        let nlu = NluRecord {
-            intent: prediction.intent.name.clone(),
-            confidence: prediction.intent.confidence,
-            out_of_scope: prediction.out_of_scope,
-            ranking: prediction
-                .ranking
-                .iter()
-                .map(|r| (r.name.clone(), r.confidence))
-                .collect(),
-        };
-        let outcome = self
-            .store
-            .commit_turn(NewTurn {
+        for _attempt in 0..MAX_TURN_ATTEMPTS {
+            let (conversation, stored) = self
+                .store
+                .conversation_and_turn(conversation_id, customer, client_message_id)
+                .await?
+                .ok_or(ServiceError::NotFound)?;
+            if let Some((turn, stored_sha)) = stored {
+                return self.replay(turn, &stored_sha, &sha, started);
+            }
+            if conversation.state == ConversationState::Ended {
+                return Err(ServiceError::Ended);
+            }
+            let classified = self
+                .nlu
+                .engine
+                .classify(&masked.text)
+                .await
+                .map_err(|e| match e {
+                    ModelError::Overloaded { .. } => ServiceError::Overloaded {
+                        what: "the classifier",
+                        retry_after: Duration::from_millis(200),
+                    },
+                    ModelError::EngineStopped => {
+                        ServiceError::Unavailable("the classifier is stopping".into())
+                    }
+                    other => ServiceError::Internal(other.to_string()),
+                })?;
+            let prediction = classified.prediction;
+            let (replies, state_after) =
+                self.nlu
+                    .responder
+                    .replies(&prediction, conversation.turns, cards_masked > 0);
+            let nlu = NluRecord {
+                intent: prediction.intent.name.clone(),
+                confidence: prediction.intent.confidence,
+                out_of_scope: prediction.out_of_scope,
+                ranking: prediction
+                    .ranking
+                    .iter()
+                    .map(|r| (r.name.clone(), r.confidence))
+                    .collect(),
+            };
+            let new_turn = NewTurn {
                 conversation_id: conversation_id.to_owned(),
                 customer_id: customer.to_owned(),
                 client_message_id: client_message_id.to_owned(),
-                text: masked.text,
+                text: masked.text.clone(),
                 text_sha256: sha.clone(),
                 nlu: nlu.clone(),
                 replies,
                 state_after,
-            })
-            .await?;
-        match outcome {
-            TurnOutcome::Stored(turn, events) => {
-                for e in events {
-                    self.hub.publish(LiveEvent::Stored(e));
+                expected_last_sequence: conversation.last_sequence,
+            };
+            // Commit and publish in a task of their own: a caller that goes
+            // away mid-commit cannot leave a committed turn unpublished.
+            let (store, hub) = (self.store.clone(), self.hub.clone());
+            let outcome = tokio::spawn(async move {
+                let outcome = store.commit_turn(new_turn).await;
+                if let Ok(TurnOutcome::Stored(_, events)) = &outcome {
+                    for e in events {
+                        hub.publish(LiveEvent::Stored(e.clone()));
+                    }
                 }
-                self.observer.turn(&nlu, started.elapsed(), false);
-                tracing::info!(
-                    conversation_id,
-                    intent = %nlu.intent,
-                    confidence = nlu.confidence,
-                    out_of_scope = nlu.out_of_scope,
-                    cards_masked,
-                    "turn"
-                );
-                Ok(TurnReply {
-                    turn,
-                    state: state_after,
-                    replayed: false,
-                })
+                outcome
+            })
+            .await
+            .map_err(|e| ServiceError::Internal(format!("turn task failed: {e}")))??;
+            match outcome {
+                TurnOutcome::Stored(turn, _) => {
+                    self.observer.turn(&nlu, started.elapsed(), false);
+                    tracing::info!(
+                        conversation_id,
+                        intent = %nlu.intent,
+                        confidence = nlu.confidence,
+                        out_of_scope = nlu.out_of_scope,
+                        cards_masked,
+                        "turn"
+                    );
+                    return Ok(TurnReply {
+                        turn,
+                        state: state_after,
+                        replayed: false,
+                    });
+                }
+                // Another replica stored the same message between our check and commit.
+                TurnOutcome::Replayed(turn) => return self.replay(turn, &sha, &sha, started),
+                TurnOutcome::IdReused => return Err(ServiceError::IdReused),
+                TurnOutcome::NotFound => return Err(ServiceError::NotFound),
+                TurnOutcome::Ended => return Err(ServiceError::Ended),
+                TurnOutcome::Stale => {
+                    // Out of step with the other replica, not in lockstep.
+                    let pause = 1 + u64::from(rand::random::<u8>() % 8);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
             }
-            // Another replica stored the same message between our check and commit.
-            TurnOutcome::Replayed(turn) => self.replay(turn, &sha, &sha, started),
-            TurnOutcome::IdReused => Err(ServiceError::IdReused),
-            TurnOutcome::NotFound => Err(ServiceError::NotFound),
-            TurnOutcome::Ended => Err(ServiceError::Ended),
         }
+        Err(ServiceError::Overloaded {
+            what: "this conversation",
+            retry_after: Duration::from_millis(100),
+        })
     }
 
     fn replay(

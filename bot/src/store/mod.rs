@@ -45,6 +45,8 @@ pub enum StoreError {
     },
     #[error("stored data is not what this version expects: {0}")]
     Corrupt(String),
+    #[error("the conversation has ended")]
+    Ended,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -229,6 +231,8 @@ pub struct NewTurn {
     pub nlu: NluRecord,
     pub replies: Vec<Reply>,
     pub state_after: ConversationState,
+    /// The conversation's `last_sequence` when the answer was decided.
+    pub expected_last_sequence: u64,
 }
 
 /// A stored turn: the customer message and the replies to it.
@@ -248,6 +252,9 @@ pub enum TurnOutcome {
     IdReused,
     NotFound,
     Ended,
+    /// The conversation moved on (another replica's turn) since the caller
+    /// read it; decide the answer again.
+    Stale,
 }
 
 /// Storage handle; cheap to clone.
@@ -477,11 +484,18 @@ impl Store {
                 rows::lock_conversation(&mut tx, &turn.conversation_id, &turn.customer_id, now)
                     .await?
             else {
+                tx.rollback().await?;
                 return Ok(TurnOutcome::NotFound);
             };
             if lock.state == ConversationState::Ended {
                 tx.rollback().await?;
                 return Ok(TurnOutcome::Ended);
+            }
+            // Another replica committed a turn since the caller read the
+            // conversation: its answer was decided on stale state.
+            if lock.last_sequence != turn.expected_last_sequence {
+                tx.rollback().await?;
+                return Ok(TurnOutcome::Stale);
             }
             let mut next = lock.last_sequence + 1;
             let customer = Message {
@@ -700,6 +714,7 @@ impl Store {
             .await?
             .is_none()
         {
+            tx.rollback().await?;
             return Ok(false);
         }
         sqlx::query(
