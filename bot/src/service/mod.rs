@@ -216,6 +216,13 @@ impl Conversations {
     }
 
     /// One customer turn: idempotent per (conversation, client_message_id).
+    /// Traced as a `turn` span with the conversation, intent and confidence
+    /// (never the text).
+    #[tracing::instrument(
+        name = "turn",
+        skip_all,
+        fields(conversation_id = %conversation_id, intent, confidence, replayed)
+    )]
     pub async fn send(
         &self,
         customer: &str,
@@ -306,6 +313,10 @@ impl Conversations {
             match outcome {
                 TurnOutcome::Stored(turn, _) => {
                     self.observer.turn(&nlu, started.elapsed(), false);
+                    let span = tracing::Span::current();
+                    span.record("intent", nlu.intent.as_str());
+                    span.record("confidence", nlu.confidence);
+                    span.record("replayed", false);
                     tracing::info!(
                         conversation_id,
                         intent = %nlu.intent,
@@ -354,6 +365,9 @@ impl Conversations {
             .unwrap_or(ConversationState::Active);
         if let Some(nlu) = &turn.customer.nlu {
             self.observer.turn(nlu, started.elapsed(), true);
+            let span = tracing::Span::current();
+            span.record("intent", nlu.intent.as_str());
+            span.record("replayed", true);
         }
         Ok(TurnReply {
             turn,
