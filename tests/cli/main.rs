@@ -7,30 +7,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use common::*;
 use serde_json::Value;
-
-/// The repository's own catalogue, trained once for this test binary.
-fn repo_model() -> &'static Path {
-    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &MODEL
-        .get_or_init(|| {
-            base_model();
-            let dir = tempfile::tempdir().unwrap();
-            let m = dir.path().join("m");
-            let out = bankbot()
-                .args(["train", "--intents", "intents", "--out"])
-                .arg(&m)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "train failed: {}", stderr(&out));
-            (dir, m)
-        })
-        .1
-}
 
 fn train_small(extra: &[&str]) -> (tempfile::TempDir, tempfile::TempDir) {
     base_model();

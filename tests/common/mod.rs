@@ -32,6 +32,26 @@ pub fn base_model() -> PathBuf {
     .clone()
 }
 
+/// The repository's own catalogue, trained once per test binary (with the
+/// real binary, as staff would).
+pub fn repo_model() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &MODEL
+        .get_or_init(|| {
+            base_model();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let m = dir.path().join("model");
+            let out = bankbot()
+                .args(["train", "--intents", "intents", "--out"])
+                .arg(&m)
+                .output()
+                .expect("run bankbot train");
+            assert!(out.status.success(), "train failed: {}", stderr(&out));
+            (dir, m)
+        })
+        .1
+}
+
 /// `bankbot` run from the repository root.
 pub fn bankbot() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bankbot"));

@@ -21,7 +21,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
-use crate::common::{bankbot, base_model, repo_root, stderr};
+use crate::common::{repo_model, repo_root};
 
 pub const ISSUER: &str = "https://login.test-bank.example";
 pub const AUDIENCE: &str = "bankbot-e2e";
@@ -43,25 +43,6 @@ pub fn token(customer: &str) -> String {
         "rsa-1",
         &test_support::claims(ISSUER, AUDIENCE, customer),
     )
-}
-
-/// The repository's catalogue, trained once for this test binary.
-pub fn model_dir() -> &'static Path {
-    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &MODEL
-        .get_or_init(|| {
-            base_model();
-            let dir = tempfile::tempdir().unwrap();
-            let m = dir.path().join("model");
-            let out = bankbot()
-                .args(["train", "--intents", "intents", "--out"])
-                .arg(&m)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "train failed: {}", stderr(&out));
-            (dir, m)
-        })
-        .1
 }
 
 /// One loaded NLU (engine thread + responses) shared by every in-process
@@ -86,7 +67,7 @@ pub fn base_settings(data_dir: &Path) -> Settings {
         admin_listen: "127.0.0.1:0".into(),
         data_dir: data_dir.to_path_buf(),
         intents: repo_root().join("intents"),
-        model: Some(model_dir().to_path_buf()),
+        model: Some(repo_model().to_path_buf()),
         ..Settings::default()
     };
     s.auth.jwks_file = Some(fixtures().join("jwks.json"));

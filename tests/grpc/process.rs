@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::common::{bankbot, repo_root};
+use crate::common::{bankbot, repo_model, repo_root};
 use crate::helpers::*;
 
 /// `bankbot serve` on port 0 with the test keys and `db`; returns the child
@@ -23,7 +23,7 @@ fn serve(db: &Db) -> (Child, std::net::SocketAddr) {
         .arg("--data-dir")
         .arg(db.dir.path())
         .arg("--model")
-        .arg(model_dir())
+        .arg(repo_model())
         .env("BANKBOT_JWKS_FILE", fixtures().join("jwks.json"))
         .env("BANKBOT_JWT_ISSUER", ISSUER)
         .env("BANKBOT_JWT_AUDIENCE", AUDIENCE)
@@ -66,7 +66,7 @@ fn serve_refuses_to_start_without_a_key() {
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--model")
-        .arg(model_dir())
+        .arg(repo_model())
         .env_remove("BANKBOT_JWKS_FILE")
         .env_remove("BANKBOT_JWT_HS256_SECRET_FILE")
         .env("BANKBOT_JWT_ISSUER", ISSUER)

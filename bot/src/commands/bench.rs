@@ -32,7 +32,12 @@ pub fn run(paths: &Paths, cmd: BenchCommand) -> anyhow::Result<bool> {
 
 /// (resident, peak) memory of this process in MiB, from /proc.
 pub fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_mib_of("self")
+}
+
+/// (resident, peak) memory in MiB of the process `pid` (or `self`), from /proc.
+pub fn rss_mib_of(pid: &str) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()

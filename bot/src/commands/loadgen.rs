@@ -101,7 +101,7 @@ pub fn run(args: &GrpcBenchArgs) -> anyhow::Result<bool> {
         }
         anyhow::Ok((cold_start, runs))
     });
-    let (rss, peak) = rss_of(child.id());
+    let (rss, peak) = super::bench::rss_mib_of(&child.id().to_string());
     let _ = child.kill();
     let _ = child.wait();
     let (cold_start, runs) = result?;
@@ -327,18 +327,4 @@ async fn load(
         p999_ms: q(0.999),
         errors,
     })
-}
-
-/// (resident, peak) MiB of another process.
-fn rss_of(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0.0, |kb| kb / 1024.0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
 }
