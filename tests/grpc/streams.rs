@@ -211,6 +211,22 @@ async fn converse_carries_everything(backend: Backend) {
     assert_eq!(rejected.client_message_id, "v2");
     assert_eq!(rejected.code, Code::InvalidArgument as i32);
     assert_eq!(rejected.reason, "TEXT_EMPTY");
+    // A read receipt for events that do not exist is refused too.
+    tx.send(pb::ClientEvent {
+        kind: Some(Kind2::ReadReceipt(pb::ReadReceipt {
+            reader: pb::Author::Customer.into(),
+            up_to_sequence: 999,
+        })),
+    })
+    .await
+    .unwrap();
+    let rejected = loop {
+        let e = next(&mut out).await;
+        if let Some(Kind::Rejected(r)) = e.kind {
+            break r;
+        }
+    };
+    assert_eq!(rejected.reason, "SEQUENCE_AHEAD");
     // The stream stays open after a refusal.
     tx.send(pb::ClientEvent {
         kind: Some(Kind2::Message(pb::SendMessageRequest {

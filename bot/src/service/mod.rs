@@ -87,6 +87,9 @@ impl From<StoreError> for ServiceError {
                 Self::Unavailable("the database is unavailable; retry shortly".into())
             }
             StoreError::Ended => Self::Ended,
+            StoreError::SequenceAhead { .. } => {
+                Self::invalid("up_to_sequence", "SEQUENCE_AHEAD", e.to_string())
+            }
             _ => Self::Internal(e.to_string()),
         }
     }

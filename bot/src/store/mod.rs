@@ -47,6 +47,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the conversation has ended")]
     Ended,
+    #[error("sequence {given} is beyond the conversation's last event ({last})")]
+    SequenceAhead { given: u64, last: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -638,8 +640,22 @@ impl Store {
         let Some(lock) =
             rows::lock_conversation(&mut tx, conversation_id, customer_id, now).await?
         else {
+            tx.rollback().await?;
             return Ok(None);
         };
+        if lock.state == ConversationState::Ended {
+            tx.rollback().await?;
+            return Err(StoreError::Ended);
+        }
+        if let EventKind::ReadReceipt { up_to_sequence, .. } = &kind
+            && *up_to_sequence > lock.last_sequence
+        {
+            tx.rollback().await?;
+            return Err(StoreError::SequenceAhead {
+                given: *up_to_sequence,
+                last: lock.last_sequence,
+            });
+        }
         let e = Event {
             conversation_id: conversation_id.to_owned(),
             sequence: lock.last_sequence + 1,
@@ -670,6 +686,7 @@ impl Store {
         let Some(lock) =
             rows::lock_conversation(&mut tx, conversation_id, customer_id, now).await?
         else {
+            tx.rollback().await?;
             return Ok(None);
         };
         if lock.state == ConversationState::Ended {
