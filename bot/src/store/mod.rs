@@ -397,9 +397,10 @@ impl Store {
                 state_after: None,
                 created_at: now,
             };
-            rows::insert_message(&mut tx, &m, None).await?;
             messages.push(m);
         }
+        let all: Vec<&Message> = messages.iter().collect();
+        rows::insert_messages(&mut tx, &all, None).await?;
         tx.commit().await?;
         Ok((
             Conversation {

@@ -54,50 +54,6 @@ pub async fn lock_conversation(
     .transpose()
 }
 
-pub async fn insert_message(
-    conn: &mut AnyConnection,
-    m: &Message,
-    text_sha256: Option<&str>,
-) -> Result<()> {
-    let quick = serde_json::to_string(&m.quick_replies).map_err(corrupt)?;
-    let nlu = m
-        .nlu
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(corrupt)?;
-    sqlx::query(
-        "INSERT INTO messages (id, conversation_id, sequence, author, text, quick_replies, \
-         client_message_id, text_sha256, reply_to, nlu, state_after, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(&m.id)
-    .bind(&m.conversation_id)
-    .bind(seq(m.sequence))
-    .bind(m.author.as_str())
-    .bind(&m.text)
-    .bind(quick)
-    .bind(m.client_message_id.as_deref())
-    .bind(text_sha256)
-    .bind(m.reply_to.as_deref())
-    .bind(nlu)
-    .bind(m.state_after.map(ConversationState::as_str))
-    .bind(m.created_at)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "INSERT INTO events (conversation_id, sequence, kind, message_id, payload, created_at) \
-         VALUES ($1, $2, 'message', $3, '{}', $4)",
-    )
-    .bind(&m.conversation_id)
-    .bind(seq(m.sequence))
-    .bind(&m.id)
-    .bind(m.created_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Stores messages and their `message` events: one statement per table,
 /// whatever the number of messages. `text_sha256` applies to the first.
 pub async fn insert_messages(
