@@ -24,6 +24,15 @@ async fn next(stream: &mut Streaming<pb::ConversationEvent>) -> pb::Conversation
         .expect("not an error")
 }
 
+/// Skips to the next `rejected` event.
+async fn next_rejected(stream: &mut Streaming<pb::ConversationEvent>) -> pb::ClientEventRejected {
+    loop {
+        if let Some(Kind::Rejected(r)) = next(stream).await.kind {
+            return r;
+        }
+    }
+}
+
 async fn subscribe(
     app: &TestApp,
     customer: &str,
@@ -202,12 +211,7 @@ async fn converse_carries_everything(backend: Backend) {
     })
     .await
     .unwrap();
-    let rejected = loop {
-        let e = next(&mut out).await;
-        if let Some(Kind::Rejected(r)) = e.kind {
-            break r;
-        }
-    };
+    let rejected = next_rejected(&mut out).await;
     assert_eq!(rejected.client_message_id, "v2");
     assert_eq!(rejected.code, Code::InvalidArgument as i32);
     assert_eq!(rejected.reason, "TEXT_EMPTY");
@@ -220,12 +224,7 @@ async fn converse_carries_everything(backend: Backend) {
     })
     .await
     .unwrap();
-    let rejected = loop {
-        let e = next(&mut out).await;
-        if let Some(Kind::Rejected(r)) = e.kind {
-            break r;
-        }
-    };
+    let rejected = next_rejected(&mut out).await;
     assert_eq!(rejected.reason, "SEQUENCE_AHEAD");
     // The stream stays open after a refusal.
     tx.send(pb::ClientEvent {

@@ -107,20 +107,16 @@ impl Server {
             settings.limits.customer_burst,
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(bankbot_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        set_health(&health, ServingStatus::NotServing).await;
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(bankbot_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
             .context("building reflection (v1)")?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(bankbot_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("building reflection (v1alpha)")?;
 
@@ -165,8 +161,7 @@ impl Server {
         let grpc = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         }));
-        let admin_task =
-            admin.map(|l| tokio::spawn(serve_admin(l, shared.clone(), shutdown_rx_clone(&shared))));
+        let admin_task = admin.map(|l| tokio::spawn(serve_admin(l, shared.clone())));
         let janitor = {
             let limiter = limiter.clone();
             tokio::spawn(async move {
@@ -201,10 +196,7 @@ impl Server {
                     metrics.clone(),
                 ));
                 let _ = shared.ready.set(conv);
-                health.set_service_status("", ServingStatus::Serving).await;
-                health
-                    .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-                    .await;
+                set_health(&health, ServingStatus::Serving).await;
                 tracing::info!(backend = ?store.backend(), "serving");
                 shutdown.await;
                 Some(store)
@@ -219,12 +211,7 @@ impl Server {
         };
 
         tracing::info!("shutting down");
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
+        set_health(&health, ServingStatus::NotServing).await;
         let _ = shutdown_tx.send(true);
         let _ = stop_tx.send(());
         let grace = Duration::from_secs(settings.limits.shutdown_grace_secs);
@@ -246,8 +233,10 @@ impl Server {
     }
 }
 
-fn shutdown_rx_clone(shared: &Shared) -> watch::Receiver<bool> {
-    shared.shutdown.clone()
+/// The server as a whole ("") and the conversation service share one status.
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    health.set_service_status(SERVICE_NAME, status).await;
 }
 
 /// The configured JWT verifier; refuses to build without a key.
@@ -292,11 +281,8 @@ fn tls_config(settings: &Settings) -> anyhow::Result<Option<ServerTlsConfig>> {
 }
 
 /// `GET /metrics` (Prometheus text) and `GET /ready` (200 once serving).
-async fn serve_admin(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.clone();
     use axum::http::{StatusCode, header};
     use axum::routing::get;
     let metrics_state = shared.clone();
