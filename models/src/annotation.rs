@@ -3,6 +3,10 @@
 //! `send 50 euros to Anna` with two entity spans.
 //!
 //! A literal bracket is written `\[` or `\]`, a literal backslash `\\`.
+//!
+//! Evaluation data may also state the normalised value the extractor must
+//! find: `[50 quid](amount=50 GBP)`, `[last month](date_range=2024-02-01..2024-02-29)`.
+//! The value is free text up to `)`; its meaning belongs to the entity type.
 
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +17,9 @@ pub struct EntitySpan {
     pub start: usize,
     pub end: usize,
     pub text: String,
+    /// The expected normalised value, when the annotation gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// An example with its annotations removed from the text and kept as spans.
@@ -88,8 +95,17 @@ pub fn parse(raw: &str) -> Result<AnnotatedText, AnnotationError> {
                 let Some(close) = chars[name_start..].iter().position(|&c| c == ')') else {
                     return Err(err(i + 1, "missing `)` after the entity name"));
                 };
-                let name: String = chars[name_start..name_start + close].iter().collect();
-                let name = name.trim();
+                let inside: String = chars[name_start..name_start + close].iter().collect();
+                let (name, value) = match inside.split_once('=') {
+                    Some((n, v)) => {
+                        let v = v.trim();
+                        if v.is_empty() {
+                            return Err(err(name_start, "empty value after `=` in `()`"));
+                        }
+                        (n.trim(), Some(v.to_owned()))
+                    }
+                    None => (inside.trim(), None),
+                };
                 if name.is_empty() {
                     return Err(err(name_start, "empty entity name in `()`"));
                 }
@@ -113,6 +129,7 @@ pub fn parse(raw: &str) -> Result<AnnotatedText, AnnotationError> {
                     start,
                     end: text.len(),
                     text: span_text,
+                    value,
                 });
                 i = name_start + close + 1;
                 continue;
@@ -152,6 +169,10 @@ pub fn render(a: &AnnotatedText) -> String {
         escape(&a.text[e.start..e.end], &mut out);
         out.push_str("](");
         out.push_str(&e.entity);
+        if let Some(v) = &e.value {
+            out.push('=');
+            out.push_str(v);
+        }
         out.push(')');
         at = e.end;
     }
@@ -185,6 +206,22 @@ mod tests {
             (e.entity.as_str(), &a.text[e.start..e.end]),
             ("payee", "Anna")
         );
+    }
+
+    #[test]
+    fn annotations_may_state_the_value() {
+        let a = parse(
+            "send [50 quid](amount=50 GBP) [last month](date_range = 2024-02-01..2024-02-29)",
+        )
+        .unwrap();
+        assert_eq!(a.entities[0].value.as_deref(), Some("50 GBP"));
+        assert_eq!(a.entities[1].entity, "date_range");
+        assert_eq!(
+            a.entities[1].value.as_deref(),
+            Some("2024-02-01..2024-02-29")
+        );
+        assert_eq!(parse(&render(&a)).unwrap(), a);
+        assert!(parse("[x](amount=)").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod calibrate;
 pub mod classifier;
 pub mod encoder;
 pub mod engine;
+pub mod entities;
 pub mod error;
 pub mod fast;
 pub mod finetune;
