@@ -255,6 +255,13 @@ pub struct EvalArgs {
     pub min_macro_f1: Option<f64>,
     #[arg(long, value_name = "FRACTION")]
     pub min_oos_recall: Option<f64>,
+    /// Every entity type with at least 10 annotations must reach this F1.
+    #[arg(long, value_name = "FRACTION")]
+    pub min_entity_f1: Option<f64>,
+    /// The day relative dates resolve against (YYYY-MM-DD); default: the
+    /// data file's `reference_date`, else today.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub reference_date: Option<String>,
     /// An earlier JSON report; fail when a figure drops by more than --max-drop.
     #[arg(long, value_name = "REPORT.json")]
     pub baseline: Option<PathBuf>,
@@ -287,6 +294,27 @@ pub struct ParseArgs {
     /// Intents listed in `ranking`.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    #[command(flatten)]
+    pub entities: EntityArgs,
+}
+
+/// The context entity extraction resolves values in.
+#[derive(Debug, Args)]
+pub struct EntityArgs {
+    /// The day relative dates resolve against (YYYY-MM-DD); default today (UTC).
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub reference_date: Option<String>,
+    /// Resolve dates without a year, and bare weekdays, forwards (scheduling)
+    /// instead of backwards (looking up transactions).
+    #[arg(long)]
+    pub prefer_future: bool,
+    /// Numeric dates are month first (03/08 = 8 March) instead of day first.
+    #[arg(long)]
+    pub month_first: bool,
+    /// The customer's saved payees, for `payee`: a YAML or JSON list of
+    /// `{id, name, aliases}`.
+    #[arg(long, value_name = "FILE")]
+    pub payees: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use bankbot_models::annotation::{self, EntitySpan};
+use bankbot_models::entities::{Date, SavedPayee};
 use bankbot_models::metrics::OUT_OF_SCOPE;
 use bankbot_models::train::LabelledText;
 
@@ -30,8 +31,22 @@ impl EvalRow {
     }
 }
 
+/// What an evaluation file says besides its rows: the context its entity
+/// annotations were written in.
+#[derive(Debug, Clone, Default)]
+pub struct EntitySetting {
+    pub reference_date: Option<Date>,
+    pub payees: Vec<SavedPayee>,
+}
+
 /// Reads an evaluation file by extension (`.csv`, else YAML).
 pub fn load(path: &Path) -> Result<Vec<EvalRow>, Diagnostics> {
+    load_with_setting(path).map(|(rows, _)| rows)
+}
+
+/// Like [`load`], with the file's reference date and payees (YAML only).
+pub fn load_with_setting(path: &Path) -> Result<(Vec<EvalRow>, EntitySetting), Diagnostics> {
+    let mut setting = EntitySetting::default();
     let src = catalogue::read_text(path, MAX_EVAL_BYTES).map_err(|d| Diagnostics(vec![d]))?;
     let mut diags = Vec::new();
     let rows = if path
@@ -40,7 +55,7 @@ pub fn load(path: &Path) -> Result<Vec<EvalRow>, Diagnostics> {
     {
         load_csv(path, &src, &mut diags)
     } else {
-        load_yaml(path, &src, &mut diags)
+        load_yaml(path, &src, &mut diags, &mut setting)
     };
     if diags.iter().any(Diagnostic::is_error) {
         return Err(Diagnostics(diags));
@@ -52,7 +67,7 @@ pub fn load(path: &Path) -> Result<Vec<EvalRow>, Diagnostics> {
             "no evaluation rows",
         )]));
     }
-    Ok(rows)
+    Ok((rows, setting))
 }
 
 fn label_of(name: &str) -> String {
@@ -108,7 +123,12 @@ fn row(
     }
 }
 
-fn load_yaml(path: &Path, src: &str, diags: &mut Vec<Diagnostic>) -> Vec<EvalRow> {
+fn load_yaml(
+    path: &Path,
+    src: &str,
+    diags: &mut Vec<Diagnostic>,
+    setting: &mut EntitySetting,
+) -> Vec<EvalRow> {
     let limits = Limits {
         max_bytes: MAX_EVAL_BYTES,
         ..Limits::default()
@@ -128,10 +148,28 @@ fn load_yaml(path: &Path, src: &str, diags: &mut Vec<Diagnostic>) -> Vec<EvalRow
             return Vec::new();
         }
     };
-    if let Err(e) = yaml::from_node::<EvaluationFile>(&root) {
-        diags.push(Diagnostic::error(path, e.pos, e.message));
-        return Vec::new();
+    let file = match yaml::from_node::<EvaluationFile>(&root) {
+        Ok(f) => f,
+        Err(e) => {
+            diags.push(Diagnostic::error(path, e.pos, e.message));
+            return Vec::new();
+        }
+    };
+    if let (Some(raw), Some(node)) = (&file.reference_date, root.get("reference_date")) {
+        match Date::parse_iso(raw) {
+            Ok(d) => setting.reference_date = Some(d),
+            Err(e) => diags.push(Diagnostic::error(path, node.pos, e.to_string())),
+        }
     }
+    setting.payees = file
+        .payees
+        .into_iter()
+        .map(|p| SavedPayee {
+            id: p.id,
+            name: p.name,
+            aliases: p.aliases,
+        })
+        .collect();
     let mut rows = Vec::new();
     for (key, list) in root.get("intents").map(|n| n.entries()).unwrap_or_default() {
         let label = key.as_str().unwrap_or_default();

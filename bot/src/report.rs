@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use bankbot_models::entities::eval::{EntityReport, EntityScore};
 use bankbot_models::metrics::Metrics;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +46,9 @@ pub struct EvalReport {
     pub unknown_intents: Vec<String>,
     /// Rows whose text is also a training example of the model.
     pub rows_seen_in_training: Option<usize>,
+    /// Entity precision/recall/F1, when the data has annotations.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<EntityReport>,
     #[serde(skip)]
     pub misses: Vec<Miss>,
 }
@@ -55,6 +59,9 @@ pub struct Gates {
     pub min_accuracy: Option<f64>,
     pub min_macro_f1: Option<f64>,
     pub min_oos_recall: Option<f64>,
+    /// Every entity type with at least [`ENTITY_GATE_SUPPORT`] annotations
+    /// must reach this F1.
+    pub min_entity_f1: Option<f64>,
     pub baseline: Option<Baseline>,
     pub max_drop: f64,
 }
@@ -121,6 +128,20 @@ impl Gates {
                 Some(_) => {}
             }
         }
+        if let Some(min) = self.min_entity_f1 {
+            let Some(e) = &r.entities else {
+                return Err("--min-entity-f1 is set but the data has no entity annotations".into());
+            };
+            for (kind, score) in &e.per_entity {
+                if score.support >= ENTITY_GATE_SUPPORT && score.f1 < min {
+                    return Err(format!(
+                        "{kind} entity F1 {} is below --min-entity-f1 {}",
+                        pct(score.f1),
+                        pct(min)
+                    ));
+                }
+            }
+        }
         if let Some(b) = &self.baseline {
             if b.oos.is_some() && m.oos.is_none() {
                 return Err(
@@ -156,6 +177,54 @@ impl Gates {
 
 fn pct(x: f64) -> String {
     format!("{:.2}", x * 100.0)
+}
+
+/// Entity types with fewer annotations than this are reported but not gated.
+pub const ENTITY_GATE_SUPPORT: usize = 10;
+
+fn entity_table(s: &mut String, e: &EntityReport) {
+    let _ = writeln!(
+        s,
+        "\n{:<28} {:>9} {:>9} {:>9} {:>8} {:>11}",
+        "entity", "precision", "recall", "f1", "support", "wrong value"
+    );
+    let mut row = |name: &str, c: &EntityScore| {
+        let _ = writeln!(
+            s,
+            "{name:<28} {:>9} {:>9} {:>9} {:>8} {:>11}",
+            pct(c.precision),
+            pct(c.recall),
+            pct(c.f1),
+            c.support,
+            c.wrong_value
+        );
+    };
+    for (kind, c) in &e.per_entity {
+        row(kind.name(), c);
+    }
+    row("(all, micro)", &e.overall);
+    for (name, n) in &e.unscored {
+        let _ = writeln!(
+            s,
+            "note: {n} `{name}` annotation(s) are not scored (no extractor)"
+        );
+    }
+    let shown = e.misses.iter().take(15);
+    if !e.misses.is_empty() {
+        let _ = writeln!(s, "\nentity errors ({} in all, first 15):", e.misses.len());
+    }
+    for m in shown {
+        let _ = writeln!(
+            s,
+            "  {:<11} {:<12} {:?} expected {} got {}   in {:?}",
+            m.kind,
+            m.entity.name(),
+            m.span,
+            m.expected.as_deref().unwrap_or("-"),
+            m.predicted.as_deref().unwrap_or("-"),
+            m.text
+        );
+    }
 }
 
 /// A terminal-friendly summary.
@@ -209,6 +278,9 @@ pub fn table(r: &EvalReport) -> String {
             c.support
         );
     }
+    if let Some(e) = &r.entities {
+        entity_table(&mut s, e);
+    }
     if !m.confusions.is_empty() {
         let _ = writeln!(s, "\nmost confused (expected -> predicted):");
         for c in &m.confusions {
@@ -252,6 +324,23 @@ pub fn markdown(r: &EvalReport) -> String {
             pct(c.f1),
             c.support
         );
+    }
+    if let Some(e) = &r.entities {
+        let _ = writeln!(
+            s,
+            "\n| entity | precision | recall | F1 | support | wrong value |\n|---|---:|---:|---:|---:|---:|"
+        );
+        for (kind, c) in &e.per_entity {
+            let _ = writeln!(
+                s,
+                "| `{kind}` | {} | {} | {} | {} | {} |",
+                pct(c.precision),
+                pct(c.recall),
+                pct(c.f1),
+                c.support,
+                c.wrong_value
+            );
+        }
     }
     if !m.confusions.is_empty() {
         let _ = writeln!(
@@ -486,6 +575,7 @@ mod tests {
             },
             unknown_intents: vec![],
             rows_seen_in_training: Some(0),
+            entities: None,
             misses: vec![Miss {
                 text: "b1".into(),
                 expected: "b".into(),

@@ -318,7 +318,8 @@ fn parse_prints_one_json_object_per_line() {
     let o = run_with_stdin(
         {
             let mut c = bankbot();
-            c.args(["parse", "--model"]).arg(repo_model());
+            c.args(["parse", "--reference-date", "2024-03-13", "--model"])
+                .arg(repo_model());
             c
         },
         b"my card was stolen this morning\n\nwhat's the weather like in Lisbon this weekend\r\n\xff\xfe\nsend 20 pounds to my brother\n",
@@ -332,15 +333,119 @@ fn parse_prints_one_json_object_per_line() {
     assert_eq!(lines[0]["intent"]["name"], "card_lost_stolen");
     assert_eq!(lines[0]["ranking"].as_array().unwrap().len(), 5);
     assert_eq!(lines[0]["out_of_scope"], false);
-    assert_eq!(lines[0]["entities"], Value::Array(vec![]));
+    assert_eq!(
+        lines[0]["entities"],
+        serde_json::json!([{"entity": "date", "start": 19, "end": 31, "text": "this morning",
+            "value": "2024-03-13", "source": "rules", "confidence": 0.95}])
+    );
     assert_eq!(lines[1]["error"], "empty text");
     assert_eq!(lines[1]["line"], 2);
     assert_eq!(lines[2]["out_of_scope"], true);
     assert_eq!(lines[2]["intent"]["name"], "out_of_scope");
     assert_eq!(lines[3]["error"], "invalid UTF-8");
     assert_eq!(lines[4]["intent"]["name"], "transfer_money");
+    assert_eq!(lines[4]["entities"][0]["entity"], "amount");
+    assert_eq!(lines[4]["entities"][0]["text"], "20 pounds");
+    assert_eq!(
+        lines[4]["entities"][0]["value"],
+        serde_json::json!({"amount": "20", "currency": "GBP"})
+    );
     let c = lines[4]["intent"]["confidence"].as_f64().unwrap();
     assert!(c > 0.5 && c <= 1.0);
+}
+
+#[test]
+fn parse_matches_saved_payees_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let payees = dir.path().join("payees.yaml");
+    std::fs::write(
+        &payees,
+        "- {id: p1, name: Pierre Dubois}\n- {id: p2, name: Mum}\n",
+    )
+    .unwrap();
+    let o = run_with_stdin(
+        {
+            let mut c = bankbot();
+            c.args(["parse", "--reference-date", "2024-03-13", "--payees"])
+                .arg(&payees)
+                .arg("--model")
+                .arg(repo_model());
+            c
+        },
+        b"pay Pierre Dubios 1.234,50 EUR on 25 March 2024\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line: Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let kinds: Vec<&str> = line["entities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entity"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["payee", "amount", "date"]);
+    assert_eq!(line["entities"][0]["value"]["id"], "p1");
+    assert_eq!(line["entities"][0]["source"], "saved_payees");
+    assert_eq!(line["entities"][1]["value"]["amount"], "1234.50");
+
+    std::fs::write(&payees, "- {id: p1, nam: Pierre}\n").unwrap();
+    let o = run_with_stdin(
+        {
+            let mut c = bankbot();
+            c.args(["parse", "--payees"])
+                .arg(&payees)
+                .arg("--model")
+                .arg(repo_model());
+            c
+        },
+        b"hello\n",
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("payees.yaml:1:"), "{}", stderr(&o));
+}
+
+#[test]
+fn entity_evaluation_meets_its_gate() {
+    let o = bankbot()
+        .args(["eval", "--model"])
+        .arg(repo_model())
+        .args([
+            "--data",
+            "training-data/entities.yaml",
+            "--min-entity-f1",
+            "0.95",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let per = &report["entities"]["per_entity"];
+    for kind in ["amount", "date", "date_range"] {
+        assert!(
+            per[kind]["f1"].as_f64().unwrap() >= 0.95,
+            "{kind}: {}",
+            per[kind]
+        );
+        assert!(per[kind]["support"].as_u64().unwrap() >= 25, "{kind}");
+    }
+    // A reference date other than the one the values were written for
+    // moves every relative date: the gate catches it.
+    let o = bankbot()
+        .args(["eval", "--model"])
+        .arg(repo_model())
+        .args([
+            "--data",
+            "training-data/entities.yaml",
+            "--reference-date",
+            "2025-01-01",
+            "--min-entity-f1",
+            "0.95",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("entity F1"), "{}", stderr(&o));
 }
 
 #[test]

@@ -80,9 +80,32 @@ pub struct EvaluationFile {
     #[serde(default)]
     pub description: Option<String>,
 
+    /// The day relative dates in the annotations were resolved against
+    /// (YYYY-MM-DD), e.g. `[last month](date_range=2024-02-01..2024-02-29)`.
+    /// `bankbot eval --reference-date` overrides it; the default is today.
+    #[serde(default)]
+    #[schemars(regex(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"))]
+    pub reference_date: Option<String>,
+
+    /// The customer's saved payees that `payee` annotations refer to (by id).
+    #[serde(default)]
+    pub payees: Vec<PayeeEntry>,
+
     /// Intent name -> utterances that should be classified as that intent.
     /// Use `out_of_scope` (or `oos`) for utterances the bot must reject.
+    /// Entities may be annotated, with or without their expected value:
+    /// `send [£50](amount=50 GBP) to [Mum](payee=mum)`.
     pub intents: BTreeMap<IntentKey, Vec<String>>,
+}
+
+/// A saved payee for entity evaluation.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PayeeEntry {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// An intent name used as a mapping key.

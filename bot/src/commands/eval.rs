@@ -9,6 +9,8 @@ use bankbot_models::artifact::Artifact;
 use bankbot_models::base::sha256_hex;
 use bankbot_models::classifier::IntentModel;
 use bankbot_models::encoder::Encoder;
+use bankbot_models::entities::eval::EntityReport;
+use bankbot_models::entities::{self, Date};
 use bankbot_models::metrics::{self, OUT_OF_SCOPE};
 use bankbot_models::rng::SplitMix64;
 use bankbot_models::train::{self, LabelledText, TrainConfig};
@@ -25,8 +27,8 @@ pub fn run(paths: &Paths, args: &EvalArgs) -> anyhow::Result<bool> {
     let report = match (args.folds, &args.data) {
         (Some(k), _) => cross_validate(paths, &args.intents, k)?,
         (None, Some(data)) => {
-            let rows = match evalset::load(data) {
-                Ok(rows) => rows,
+            let (rows, setting) = match evalset::load_with_setting(data) {
+                Ok(loaded) => loaded,
                 Err(d) => bail!("{d}"),
             };
             let (encoder, artifact) = nlu::load_model_and_encoder(paths, &args.model, true)?;
@@ -48,6 +50,7 @@ pub fn run(paths: &Paths, args: &EvalArgs) -> anyhow::Result<bool> {
                 data_ref,
             )?;
             report.rows_seen_in_training = seen_in_training(&args.intents, &artifact, &labelled);
+            report.entities = entity_report(&rows, setting, args.reference_date.as_deref())?;
             report
         }
         (None, None) => bail!("give --data FILE, or --folds K for cross-validation"),
@@ -84,6 +87,7 @@ fn gates(args: &EvalArgs) -> anyhow::Result<Gates> {
         ("--min-accuracy", args.min_accuracy),
         ("--min-macro-f1", args.min_macro_f1),
         ("--min-oos-recall", args.min_oos_recall),
+        ("--min-entity-f1", args.min_entity_f1),
         ("--max-drop", Some(args.max_drop)),
     ] {
         if let Some(v) = v
@@ -107,6 +111,7 @@ fn gates(args: &EvalArgs) -> anyhow::Result<Gates> {
         min_accuracy: args.min_accuracy,
         min_macro_f1: args.min_macro_f1,
         min_oos_recall: args.min_oos_recall,
+        min_entity_f1: args.min_entity_f1,
         baseline,
         max_drop: args.max_drop,
     })
@@ -218,8 +223,36 @@ fn build_report(
         data,
         unknown_intents: unknown.into_iter().collect(),
         rows_seen_in_training: None,
+        entities: None,
         misses,
     }
+}
+
+/// Runs the entity extractors over annotated rows, against the file's
+/// reference date and payees (the flag's date wins; default today).
+fn entity_report(
+    rows: &[evalset::EvalRow],
+    setting: evalset::EntitySetting,
+    reference_date: Option<&str>,
+) -> anyhow::Result<Option<EntityReport>> {
+    if rows.iter().all(|r| r.entities.is_empty()) {
+        return Ok(None);
+    }
+    let date = match reference_date {
+        Some(s) => Date::parse_iso(s).map_err(|e| anyhow::anyhow!("--reference-date: {e}"))?,
+        None => setting.reference_date.unwrap_or_else(Date::today_utc),
+    };
+    let mut ctx = entities::Context::new(date);
+    ctx.payees = setting.payees;
+    let predicted: Vec<Vec<entities::Entity>> = rows
+        .iter()
+        .map(|r| entities::extract(&r.text, &ctx))
+        .collect();
+    Ok(Some(entities::eval::evaluate(
+        rows.iter()
+            .zip(&predicted)
+            .map(|(r, p)| (r.text.as_str(), r.entities.as_slice(), p.as_slice())),
+    )))
 }
 
 /// Stratified k-fold cross-validation of the catalogue with the default trainer.

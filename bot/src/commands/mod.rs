@@ -14,6 +14,7 @@ pub mod serve;
 pub mod train;
 
 use bankbot_models::engine::{Engine, EngineConfig};
+use bankbot_models::entities;
 
 use crate::cli::ModelSource;
 use crate::nlu;
@@ -35,4 +36,52 @@ pub fn load_engine(
         )?,
     };
     Ok(Engine::start(encoder, artifact.model, config)?)
+}
+
+/// The entity context from `--reference-date`, `--prefer-future`,
+/// `--month-first` and `--payees`.
+pub fn entity_context(args: &crate::cli::EntityArgs) -> anyhow::Result<entities::Context> {
+    let date = match &args.reference_date {
+        Some(s) => {
+            entities::Date::parse_iso(s).map_err(|e| anyhow::anyhow!("--reference-date: {e}"))?
+        }
+        None => entities::Date::today_utc(),
+    };
+    let mut ctx = entities::Context::new(date);
+    ctx.prefer_future = args.prefer_future;
+    ctx.day_first = !args.month_first;
+    if let Some(path) = &args.payees {
+        ctx.payees = read_payees(path).map_err(|d| anyhow::anyhow!("{d}"))?;
+    }
+    Ok(ctx)
+}
+
+/// A YAML (or JSON) list of `{id, name, aliases}`, with `file:line:col` errors.
+fn read_payees(
+    path: &std::path::Path,
+) -> Result<Vec<entities::SavedPayee>, crate::diag::Diagnostics> {
+    use crate::diag::{Diagnostic, Diagnostics};
+    use crate::yaml::{self, Limits, Pos};
+    let one = |pos: Pos, msg: String| Diagnostics(vec![Diagnostic::error(path, pos, msg)]);
+    let src = crate::catalogue::read_text(path, 1 << 20).map_err(|d| Diagnostics(vec![d]))?;
+    let root = match yaml::parse(&src, &Limits::default()) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return Err(one(
+                Pos { line: 1, col: 1 },
+                "the payee file is empty".into(),
+            ));
+        }
+        Err(e) => return Err(one(e.pos, e.message)),
+    };
+    let list: Vec<crate::catalogue::files::PayeeEntry> =
+        yaml::from_node(&root).map_err(|e| one(e.pos, e.message))?;
+    Ok(list
+        .into_iter()
+        .map(|p| entities::SavedPayee {
+            id: p.id,
+            name: p.name,
+            aliases: p.aliases,
+        })
+        .collect())
 }

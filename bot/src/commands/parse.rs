@@ -1,17 +1,19 @@
 //! `bankbot parse`: utterances on stdin, one JSON object per line on stdout.
 //! Requests are pipelined through the inference engine, answers keep input
-//! order; a bad line gets a JSON error object, never a crash.
+//! order; a bad line gets a JSON error object, never a crash. Entities are
+//! extracted against `--reference-date` (default today) and `--payees`.
 
 use std::collections::VecDeque;
 use std::io::Write;
 
 use bankbot_models::classifier::IntentScore;
 use bankbot_models::engine::{Classified, Engine, EngineConfig};
+use bankbot_models::entities::{self, Entity};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::cli::ParseArgs;
-use crate::commands::load_engine;
+use crate::commands::{entity_context, load_engine};
 use crate::input;
 use crate::paths::Paths;
 
@@ -36,6 +38,7 @@ pub fn run(paths: &Paths, args: &ParseArgs) -> anyhow::Result<bool> {
             ..EngineConfig::default()
         },
     )?;
+    let ctx = entity_context(&args.entities)?;
     let mut stdin = std::io::stdin().lock();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -63,12 +66,12 @@ pub fn run(paths: &Paths, args: &ParseArgs) -> anyhow::Result<bool> {
         pending.push_back(entry);
         while pending.len() >= WINDOW {
             if let Some(p) = pending.pop_front() {
-                emit(&mut out, p)?;
+                emit(&mut out, &ctx, p)?;
             }
         }
     }
     while let Some(p) = pending.pop_front() {
-        emit(&mut out, p)?;
+        emit(&mut out, &ctx, p)?;
     }
     out.flush()?;
     Ok(true)
@@ -90,8 +93,7 @@ enum Line<'a> {
         intent: IntentScore,
         ranking: Vec<IntentScore>,
         out_of_scope: bool,
-        /// Filled by the entity extractors (a later issue); always present.
-        entities: [(); 0],
+        entities: Vec<Entity>,
     },
     Error {
         text: &'a str,
@@ -100,7 +102,11 @@ enum Line<'a> {
     },
 }
 
-fn emit(out: &mut impl Write, (line, text, rx): Pending) -> anyhow::Result<()> {
+fn emit(
+    out: &mut impl Write,
+    ctx: &entities::Context,
+    (line, text, rx): Pending,
+) -> anyhow::Result<()> {
     let result = rx.and_then(|rx| {
         rx.blocking_recv()
             .map_err(|_| "the inference engine stopped".to_owned())?
@@ -112,7 +118,7 @@ fn emit(out: &mut impl Write, (line, text, rx): Pending) -> anyhow::Result<()> {
             intent: c.prediction.intent,
             ranking: c.prediction.ranking,
             out_of_scope: c.prediction.out_of_scope,
-            entities: [],
+            entities: entities::extract(&text, ctx),
         },
         Err(error) => Line::Error {
             text: &text,

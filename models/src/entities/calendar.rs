@@ -88,6 +88,19 @@ impl Date {
         )
     }
 
+    /// Today's date in UTC, from the system clock.
+    pub fn today_utc() -> Date {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let days = i64::try_from(secs / 86_400).unwrap_or(0);
+        Date::from_days(days).unwrap_or(Date {
+            year: 1970,
+            month: 1,
+            day: 1,
+        })
+    }
+
     pub fn add_days(self, n: i64) -> Option<Date> {
         Date::from_days(self.to_days().checked_add(n)?)
     }

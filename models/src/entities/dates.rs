@@ -341,6 +341,13 @@ fn date_at(toks: &[Tok<'_>], i: usize, ctx: &Context) -> Option<Found> {
         Some("tomorrow" | "tmrw" | "tmr") => return fixed(r.add_days(1), i + 1),
         _ => {}
     }
+    // Parts of a day: "last night", "this morning".
+    if w == Some("last") && is_word(toks, i + 1, &["night"]) {
+        return fixed(r.add_days(-1), i + 2);
+    }
+    if w == Some("this") && is_word(toks, i + 1, &["morning", "afternoon", "evening"]) {
+        return fixed(Some(r), i + 2);
+    }
     let k = if w == Some("the") { i + 1 } else { i };
     if is_word(toks, k, &["day"]) && is_word(toks, k + 1, &["before", "after"]) {
         let dir = if is_word(toks, k + 1, &["before"]) {
@@ -442,7 +449,11 @@ fn date_at(toks: &[Tok<'_>], i: usize, ctx: &Context) -> Option<Found> {
         let lone = (k > i && ordinal)
             || (k > i && toks[j].kind == Kind::Num && unit_at(toks, next).is_none())
             || (ordinal && toks[j].kind == Kind::Num);
+        let glued_sep = toks.get(next).is_some_and(|t| {
+            t.glued && t.kind == Kind::Sym && !t.sym(',') && !t.sym('?') && !t.sym('!')
+        });
         if lone
+            && !glued_sep
             && unit_at(toks, next).is_none()
             && !is_word(
                 toks,
@@ -574,6 +585,13 @@ fn numeric_date(toks: &[Tok<'_>], i: usize, ctx: &Context) -> Option<Found> {
         });
     }
     if !t.text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // "24/7" is a way of saying "always".
+    if t.text == "24"
+        && toks.get(i + 2).is_some_and(|n| n.text == "7")
+        && toks.get(i + 1).is_some_and(|s| s.sym('/'))
+    {
         return None;
     }
     let sep = toks
@@ -803,13 +821,8 @@ fn period(toks: &[Tok<'_>], i: usize, ctx: &Context) -> Option<(DateRange, usize
         }
         "weekend" => {
             let sat = r.week_start()?.add_days(5 + 7 * offset)?;
-            // On a weekend day, "this weekend" is the one we are in; on a
-            // weekday, "last weekend" is the one just gone.
-            let sat = if offset == -1 && r.weekday() < 5 {
-                sat.add_days(7)?
-            } else {
-                sat
-            };
+            // Weeks run Monday to Sunday: "this weekend" ends this week,
+            // "last weekend" is the one before it, even when said on a Sunday.
             (sat, sat.add_days(1)?)
         }
         "month" => {

@@ -439,3 +439,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn weekends_and_always() {
+    let e = one("a hotel billed me last weekend", EntityKind::DateRange);
+    assert_eq!(
+        serde_json::to_string(&e.value).expect("json"),
+        r#"{"from":"2024-03-09","to":"2024-03-10"}"#
+    );
+    assert!(extract("is the 24/7 helpline free", &ctx()).is_empty());
+    let e = one("taken last night", EntityKind::Date);
+    assert_eq!(e.text, "last night");
+}
