@@ -7,7 +7,6 @@
 //! here too. It does no network IO and knows nothing of gRPC, storage or the
 //! bank's systems: callers pass it directories and texts.
 
-pub mod annotation;
 pub mod artifact;
 pub mod base;
 pub mod bert;
@@ -16,7 +15,6 @@ pub mod calibrate;
 pub mod classifier;
 pub mod encoder;
 pub mod engine;
-pub mod entities;
 pub mod error;
 pub mod fast;
 pub mod finetune;
@@ -25,6 +23,8 @@ pub mod metrics;
 pub mod rng;
 pub mod train;
 
+pub use bankbot_entities as entities;
+pub use bankbot_entities::annotation;
 pub use error::{ModelError, Result};
 
 /// The device the encoder runs on: CUDA device 0 when built with the `cuda`

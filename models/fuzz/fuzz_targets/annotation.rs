@@ -1,5 +1,5 @@
 #![no_main]
-use bankbot_models::annotation::{parse, render};
+use bankbot_entities::annotation::{parse, render};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,6 +1,6 @@
 // Shared checks: every entity's span is a slice of the text with the same
 // text, spans do not overlap, and values keep their invariants.
-use bankbot_models::entities::{Context, Date, Decimal, Entity, EntityKind, EntityValue, extract_kinds};
+use bankbot_entities::{Context, Date, Decimal, Entity, EntityKind, EntityValue, extract_kinds};
 
 pub fn context() -> Context {
     Context::new(Date::parse_iso("2024-03-13").expect("fixed date"))
@@ -22,7 +22,7 @@ pub fn check(data: &[u8], kinds: &[EntityKind], ctx: &Context) -> Vec<Entity> {
             }
             EntityValue::DateRange(r) => assert!(r.from <= r.to),
             EntityValue::Iban(v) => {
-                assert_eq!(v.valid, bankbot_models::entities::iban::validate(&v.iban).is_ok());
+                assert_eq!(v.valid, bankbot_entities::iban::validate(&v.iban).is_ok());
             }
             EntityValue::Date(_) | EntityValue::Payee(_) | EntityValue::Text(_) => {}
         }

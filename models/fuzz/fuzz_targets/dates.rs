@@ -1,7 +1,7 @@
 #![no_main]
 #[path = "common.rs"]
 mod common;
-use bankbot_models::entities::EntityKind;
+use bankbot_entities::EntityKind;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

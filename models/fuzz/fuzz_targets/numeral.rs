@@ -1,5 +1,5 @@
 #![no_main]
-use bankbot_models::entities::numbers::{Decimal, parse_numeral};
+use bankbot_entities::numbers::{Decimal, parse_numeral};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

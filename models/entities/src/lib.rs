@@ -1,4 +1,5 @@
-//! Entity extraction: typed values with spans, found by rules that are
+//! bankbot's entity extraction (re-exported as `bankbot_models::entities`):
+//! typed values with spans, found by rules that are
 //! exact where the shape is (IBANs, sort codes, e-mail), careful where
 //! language is loose (amounts, relative dates), and fuzzy only against what
 //! the caller passes in (the customer's saved payees).
@@ -9,6 +10,7 @@
 //! reference date, so the same text and date always give the same values.
 
 mod amount;
+pub mod annotation;
 pub mod calendar;
 mod dates;
 pub mod eval;
