@@ -630,7 +630,8 @@ fn options_for(slot: &SlotSpec, facts: Option<&CustomerFacts>) -> Vec<String> {
             | SlotKind::Date
             | SlotKind::DateRange
             | SlotKind::Phone
-            | SlotKind::Email,
+            | SlotKind::Email
+            | SlotKind::Contact,
             _,
         ) => Vec::new(),
     }
@@ -653,6 +654,7 @@ fn single_option(kind: SlotKind, facts: &CustomerFacts) -> Option<Value> {
         | SlotKind::DateRange
         | SlotKind::Phone
         | SlotKind::Email
+        | SlotKind::Contact
         | SlotKind::Choice => None,
     }
 }
@@ -793,16 +795,24 @@ fn read_slot(slot: &SlotSpec, turn: &Turn, currency: &str, asked: bool) -> Fill 
                 None => return Fill::Nothing,
             }
         }
-        SlotKind::Phone | SlotKind::Email => {
-            let want = if slot.kind == SlotKind::Phone {
-                bankbot_entities::EntityKind::Phone
-            } else {
-                bankbot_entities::EntityKind::Email
+        SlotKind::Phone | SlotKind::Email | SlotKind::Contact => {
+            use bankbot_entities::EntityKind;
+            let wanted: &[EntityKind] = match slot.kind {
+                SlotKind::Phone => &[EntityKind::Phone],
+                SlotKind::Email => &[EntityKind::Email],
+                SlotKind::Contact
+                | SlotKind::Amount
+                | SlotKind::Date
+                | SlotKind::DateRange
+                | SlotKind::Payee
+                | SlotKind::Account
+                | SlotKind::Card
+                | SlotKind::Choice => &[EntityKind::Phone, EntityKind::Email],
             };
             match turn
                 .entities
                 .iter()
-                .find(|e| e.entity == want)
+                .find(|e| wanted.contains(&e.entity))
                 .map(|e| &e.value)
             {
                 Some(EntityValue::Text(t)) => Value::Text { text: t.clone() },

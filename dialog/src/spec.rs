@@ -21,8 +21,44 @@ pub enum SlotKind {
     Card,
     Phone,
     Email,
+    /// A phone number or an e-mail address, whichever the customer gives.
+    Contact,
     /// One of the slot's fixed options.
     Choice,
+}
+
+impl SlotKind {
+    pub const ALL: [SlotKind; 10] = [
+        SlotKind::Amount,
+        SlotKind::Date,
+        SlotKind::DateRange,
+        SlotKind::Payee,
+        SlotKind::Account,
+        SlotKind::Card,
+        SlotKind::Phone,
+        SlotKind::Email,
+        SlotKind::Contact,
+        SlotKind::Choice,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SlotKind::Amount => "amount",
+            SlotKind::Date => "date",
+            SlotKind::DateRange => "date_range",
+            SlotKind::Payee => "payee",
+            SlotKind::Account => "account",
+            SlotKind::Card => "card",
+            SlotKind::Phone => "phone",
+            SlotKind::Email => "email",
+            SlotKind::Contact => "contact",
+            SlotKind::Choice => "choice",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SlotKind> {
+        SlotKind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// A check on a collected value; a failed rule re-prompts with its message.
@@ -101,6 +137,54 @@ impl Operation {
 
     pub fn from_name(name: &str) -> Option<Operation> {
         Operation::ALL.into_iter().find(|o| o.name() == name)
+    }
+
+    /// The slots (name and kind) the operation takes as arguments.
+    pub fn arguments(self) -> &'static [(&'static str, SlotKind)] {
+        match self {
+            Operation::GetBalance => &[("account", SlotKind::Account)],
+            Operation::ListTransactions => &[
+                ("account", SlotKind::Account),
+                ("period", SlotKind::DateRange),
+            ],
+            Operation::Transfer => &[
+                ("amount", SlotKind::Amount),
+                ("payee", SlotKind::Payee),
+                ("from", SlotKind::Account),
+            ],
+            Operation::BlockCard
+            | Operation::FreezeCard
+            | Operation::UnfreezeCard
+            | Operation::ReplaceCard
+            | Operation::CardDeliveryStatus => &[("card", SlotKind::Card)],
+            Operation::OpenDispute => &[
+                ("amount", SlotKind::Amount),
+                ("date", SlotKind::Date),
+                ("reason", SlotKind::Choice),
+            ],
+            Operation::UpdateContact => &[("contact", SlotKind::Contact)],
+        }
+    }
+
+    /// The outcomes the operation can have: a response for any other is
+    /// unreachable.
+    pub fn outcomes(self) -> &'static [OutcomeKind] {
+        match self {
+            Operation::Transfer => &OutcomeKind::ALL,
+            Operation::GetBalance | Operation::ListTransactions | Operation::CardDeliveryStatus => {
+                &[OutcomeKind::Success, OutcomeKind::Unavailable]
+            }
+            Operation::BlockCard
+            | Operation::FreezeCard
+            | Operation::UnfreezeCard
+            | Operation::ReplaceCard
+            | Operation::OpenDispute
+            | Operation::UpdateContact => &[
+                OutcomeKind::Success,
+                OutcomeKind::Rejected,
+                OutcomeKind::Unavailable,
+            ],
+        }
     }
 
     /// Operations that move money: their flows must confirm first.

@@ -38,6 +38,177 @@ pub struct IntentFile {
     /// `out_of_scope` these are the polite "not something I can do" replies.
     #[serde(default)]
     pub responses: Vec<ResponseSpec>,
+
+    /// What the bot does for this intent beyond answering: slots to collect,
+    /// a confirmation, a bank operation and a reply per outcome. Intents
+    /// without a flow are answered from `responses` (an FAQ, which may
+    /// interrupt another task without ending it).
+    #[serde(default)]
+    pub flow: Option<FlowSpec>,
+}
+
+/// A task: collect slots, confirm, act, answer per outcome.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSpec {
+    /// The lowest calibrated confidence (0–1) at which the bot acts on this
+    /// intent. Money-moving flows are never below the global money threshold.
+    #[serde(default)]
+    pub threshold: Option<f32>,
+    /// Said first, before any slot is asked for ("I'll block it right away").
+    #[serde(default)]
+    pub answer: Option<ResponseSpec>,
+    /// What to collect, in the order it is asked for.
+    #[serde(default)]
+    pub slots: Vec<SlotSpecFile>,
+    /// Restates the collected values, with `{slot}` placeholders, and waits
+    /// for yes or no. Required when the action moves money.
+    #[serde(default)]
+    pub confirm: Option<ResponseSpec>,
+    /// The bank operation, run once the slots are complete and confirmed.
+    #[serde(default)]
+    pub action: Option<ActionName>,
+    /// `step_up` asks for a one-time code before the action. Required when
+    /// the action moves money.
+    #[serde(default)]
+    pub requires_auth: AuthName,
+    /// When to hand the customer to a person.
+    #[serde(default)]
+    pub escalate: EscalateSpec,
+    /// The reply per outcome of the action; `{slot}` and `{result.field}`
+    /// placeholders are filled. `success` is required with an action.
+    #[serde(default)]
+    pub outcomes: BTreeMap<OutcomeName, ResponseSpec>,
+}
+
+/// One value to collect.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlotSpecFile {
+    /// How placeholders and the action refer to it (`amount`, `payee`, …).
+    #[schemars(regex(pattern = "^[a-z][a-z0-9_]{0,63}$"))]
+    pub name: String,
+    /// What it holds, and so which extractor fills it.
+    #[serde(rename = "type")]
+    pub kind: SlotKindName,
+    /// The question that asks for it.
+    pub prompt: String,
+    /// Asked again when an answer did not fill it; default: the prompt.
+    #[serde(default)]
+    pub reprompt: Option<String>,
+    /// Never asked for; filled only when the customer gives it.
+    #[serde(default)]
+    pub optional: bool,
+    /// The choices of a `choice` slot (also shown as quick replies).
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// Checks on the value; a failed one says its message and asks again.
+    #[serde(default)]
+    pub validate: Vec<RuleSpec>,
+}
+
+/// A check on a slot's value.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub rule: RuleName,
+    /// The limit for `min_amount` / `max_amount`, in major units ("10000").
+    #[serde(default)]
+    pub value: Option<String>,
+    /// What the customer is told when the check fails.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleName {
+    Positive,
+    MinAmount,
+    MaxAmount,
+    NotPast,
+    NotFuture,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotKindName {
+    Amount,
+    Date,
+    DateRange,
+    Payee,
+    Account,
+    Card,
+    Phone,
+    Email,
+    Contact,
+    Choice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionName {
+    GetBalance,
+    ListTransactions,
+    Transfer,
+    BlockCard,
+    FreezeCard,
+    UnfreezeCard,
+    ReplaceCard,
+    CardDeliveryStatus,
+    OpenDispute,
+    UpdateContact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeName {
+    Success,
+    InsufficientFunds,
+    LimitExceeded,
+    Rejected,
+    Unavailable,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthName {
+    #[default]
+    Session,
+    StepUp,
+}
+
+/// When a person takes over.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EscalateSpec {
+    /// `on_request` (the default), `offer` (a "talk to a person" button with
+    /// the outcome), or `immediately` (hand over after the first reply).
+    #[serde(default)]
+    pub when: EscalateWhen,
+    #[serde(default)]
+    pub priority: PriorityName,
+    /// The agents' skill queue: `cards`, `payments`, `fraud`, `general`, …
+    #[serde(default)]
+    pub skill: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalateWhen {
+    #[default]
+    OnRequest,
+    Offer,
+    Immediately,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PriorityName {
+    #[default]
+    Normal,
+    High,
+    Urgent,
 }
 
 /// One reply as written in YAML.

@@ -3,6 +3,7 @@
 //! any error fails the whole load with every diagnostic found.
 
 pub mod files;
+pub mod flows;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,8 @@ pub struct Intent {
     pub examples: Vec<Example>,
     /// What the bot says when it recognises this intent (may be empty).
     pub responses: Vec<Response>,
+    /// The compiled `flow:` section, if the intent has one.
+    pub flow: Option<bankbot_dialog::Flow>,
     pub source: Source,
 }
 
@@ -425,12 +428,17 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
             Err(msg) => diags.push(Diagnostic::error(path, node.pos, msg)),
         }
     }
+    let flow = match (&file.flow, root.get("flow")) {
+        (Some(spec), Some(node)) => flows::compile(&file.intent, spec, node, path, diags),
+        _ => None,
+    };
     let errors = diags.iter().filter(|d| d.is_error()).count();
     (errors == before).then(|| Intent {
         name: file.intent,
         description: file.description,
         examples,
         responses,
+        flow,
         source: Source {
             path: path.to_path_buf(),
             pos: name_pos,

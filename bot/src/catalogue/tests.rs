@@ -75,7 +75,7 @@ fn errors_point_at_file_line_and_column() {
     assert!(cat.is_none());
     insta::assert_snapshot!(diags, @r"
     DIR/card_found.yaml:3:11: error: `examples` is empty: an intent needs at least one example
-    DIR/card_lost.yaml:3:1: error: unknown key `exmples` (did you mean `examples`?); allowed keys: `intent`, `description`, `examples`, `responses`
+    DIR/card_lost.yaml:3:1: error: unknown key `exmples` (did you mean `examples`?); allowed keys: `intent`, `description`, `examples`, `responses`, `flow`
     DIR/pay.yaml:3:1: warning: only 2 example(s): intents need at least 10 varied examples to be recognised reliably
     DIR/pay.yaml:4:10: error: malformed annotation: `[` is never closed (write `\[` for a literal bracket)
     DIR/pay.yaml:5:15: error: malformed annotation: missing `)` after the entity name
@@ -246,4 +246,119 @@ fn responses_are_texts_or_texts_with_quick_replies() {
     DIR/greet.yaml:16:5: error: empty response text
     DIR/greet.yaml:17:5: error: empty quick-reply title
     ");
+}
+
+fn with_flow(name: &str, flow: &str) -> String {
+    format!("{}flow:\n{flow}", intent(name))
+}
+
+#[test]
+fn flows_compile_and_reach_the_engine() {
+    let transfer = with_flow(
+        "transfer_money",
+        "  slots:\n    - {name: amount, type: amount, prompt: How much?}\n    - {name: payee, type: payee, prompt: Who to?}\n    - {name: from, type: account, prompt: From which account?}\n  confirm: \"Send {amount} to {payee}?\"\n  requires_auth: step_up\n  action: transfer\n  outcomes:\n    success: \"Sent {amount}, ref {result.reference}.\"\n",
+    );
+    let faq = format!("{}responses:\n  - Nine to five.\n", intent("branch_hours"));
+    let (cat, diags) = load(&[
+        ("transfer_money.yaml", transfer.as_bytes()),
+        ("branch_hours.yaml", faq.as_bytes()),
+    ]);
+    let cat = cat.unwrap_or_else(|| panic!("{diags}"));
+    assert_eq!(diags, "");
+    let flows = cat.flows();
+    let t = &flows.flows["transfer_money"];
+    assert_eq!(t.action, Some(bankbot_dialog::Operation::Transfer));
+    assert_eq!(t.slots.len(), 3);
+    assert!(flows.flows["branch_hours"].is_faq());
+    assert_eq!(
+        flows.flows["branch_hours"]
+            .answer
+            .as_ref()
+            .map(|a| a.text.as_str()),
+        Some("Nine to five.")
+    );
+}
+
+#[test]
+fn broken_flows_are_errors_at_their_position() {
+    let bad = with_flow(
+        "transfer_money",
+        concat!(
+            "  slots:\n",
+            "    - {name: amount, type: amount, prompt: \"How much, {payee}?\"}\n",
+            "    - name: reason\n",
+            "      type: choice\n",
+            "      prompt: Why?\n",
+            "      validate:\n",
+            "        - {rule: max_amount, value: \"10\", message: too much}\n",
+            "  action: transfer\n",
+            "  outcomes:\n",
+            "    succes: \"Done.\"\n",
+        ),
+    );
+    let (_, diags) = load(&[("transfer_money.yaml", bad.as_bytes())]);
+    assert!(
+        diags.contains("DIR/transfer_money.yaml:24:5: error:"),
+        "{diags}"
+    );
+    assert!(diags.contains("unknown variant `succes`"), "{diags}");
+
+    let bad = with_flow(
+        "transfer_money",
+        concat!(
+            "  slots:\n",
+            "    - {name: amount, type: amount, prompt: \"How much, {payee}?\"}\n",
+            "    - name: reason\n",
+            "      type: choice\n",
+            "      prompt: Why?\n",
+            "      validate:\n",
+            "        - {rule: max_amount, value: \"10\", message: too much}\n",
+            "  action: transfer\n",
+            "  outcomes:\n",
+            "    success: \"Done.\"\n",
+            "    insufficient_funds: \"No money.\"\n",
+        ),
+    );
+    let (_, diags) = load(&[("transfer_money.yaml", bad.as_bytes())]);
+    insta::assert_snapshot!(diags, @r"
+    DIR/transfer_money.yaml:16:44: error: `{payee}` names no slot of this flow (slots: amount, reason)
+    DIR/transfer_money.yaml:17:13: warning: slot `reason` is collected but never used by the action or a reply
+    DIR/transfer_money.yaml:18:13: error: choice slot `reason` has no `options`
+    DIR/transfer_money.yaml:21:11: error: this rule does not apply to a `choice` slot
+    DIR/transfer_money.yaml:22:11: error: `transfer` moves money: set `requires_auth: step_up`
+    DIR/transfer_money.yaml:22:11: error: `transfer` moves money: the flow needs a `confirm` step that restates the values
+    DIR/transfer_money.yaml:22:11: error: undefined slot: `transfer` needs a slot `from` of type `account`
+    DIR/transfer_money.yaml:22:11: error: undefined slot: `transfer` needs a slot `payee` of type `payee`
+    ");
+    let bad = with_flow(
+        "freeze_card",
+        concat!(
+            "  slots:\n",
+            "    - {name: card, type: card, prompt: Which card?}\n",
+            "  confirm: Sure?\n",
+            "  outcomes:\n",
+            "    success: Frozen.\n",
+        ),
+    );
+    let (_, diags) = load(&[("freeze_card.yaml", bad.as_bytes())]);
+    insta::assert_snapshot!(diags, @r"
+    DIR/freeze_card.yaml:15:3: error: no way out: the flow collects slots but has no `action` to use them
+    DIR/freeze_card.yaml:16:14: warning: slot `card` is collected but never used by the action or a reply
+    DIR/freeze_card.yaml:17:12: error: unreachable state: `confirm` without an `action` confirms nothing
+    DIR/freeze_card.yaml:19:5: error: unreachable response: `outcomes` without an `action`
+    ");
+    // Responses an operation can never produce are unreachable.
+    let bad = with_flow(
+        "freeze_card",
+        concat!(
+            "  slots:\n",
+            "    - {name: card, type: card, prompt: Which card?}\n",
+            "  action: freeze_card\n",
+            "  outcomes:\n",
+            "    success: Frozen {card}.\n",
+            "    insufficient_funds: \"No money, {result.x}.\"\n",
+        ),
+    );
+    let (_, diags) = load(&[("freeze_card.yaml", bad.as_bytes())]);
+    insta::assert_snapshot!(diags, @"DIR/freeze_card.yaml:20:5: error: unreachable response: `freeze_card` never ends in `insufficient_funds`");
 }

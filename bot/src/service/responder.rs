@@ -122,6 +122,7 @@ mod tests {
                     }],
                 })
                 .collect(),
+            flow: None,
             source: Source {
                 path: "x.yaml".into(),
                 pos: crate::yaml::Pos { line: 1, col: 1 },
