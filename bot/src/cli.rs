@@ -46,8 +46,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Classify utterances from stdin, one JSON object per line.
     Parse(ParseArgs),
-    /// Try the classifier interactively.
+    /// Try the bot interactively: intents, entities, dialog states, replies.
     Chat(ChatArgs),
+    /// Run scripted conversation tests (YAML) through the real NLU and dialog engine.
+    Test(TestArgs),
     /// Convert CSV or Rasa NLU data into the catalogue format.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -318,6 +320,18 @@ pub struct EntityArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub source: ModelSource,
+    /// Test files or directories of them.
+    #[arg(default_value = "training-data/conversations")]
+    pub files: Vec<PathBuf>,
+    /// Print every turn's replies and state transitions.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ChatArgs {
     #[command(flatten)]
     pub source: ModelSource,
@@ -447,6 +461,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Eval(args) => commands::eval::run(&paths, &args),
         Command::Parse(args) => commands::parse::run(&paths, &args),
         Command::Chat(args) => commands::chat::run(&paths, &args),
+        Command::Test(args) => commands::conversation_test::run(&paths, &args),
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Bench(cmd) => commands::bench::run(&paths, cmd),
         Command::Serve(args) => commands::serve::run(&paths, &args),

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod evalset;
+pub mod executor;
 pub mod fetch;
 pub mod grpc;
 pub mod input;

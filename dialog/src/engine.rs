@@ -11,8 +11,8 @@ use crate::spec::{
     Template,
 };
 use crate::state::{
-    Action, ActiveFlow, Choice, CustomerFacts, EscalationReason, Event, Money, Named, Outcome,
-    Stage, State, Turn, Value,
+    Action, ActiveFlow, Choice, CustomerFacts, EscalationReason, Event, HumanOffer, Money, Named,
+    Outcome, Stage, State, Turn, Value,
 };
 
 /// The quick reply that accepts an offer of a person.
@@ -29,10 +29,27 @@ pub fn step(flows: &Flows, state: &State, event: &Event) -> (State, Vec<Action>)
         Event::Turn(turn) => run.turn(turn),
         Event::Connector { call, outcome } => run.outcome(*call, outcome),
         Event::StepUp { verified } => run.step_up(*verified),
+        Event::StepUpUnavailable => {
+            if matches!(
+                run.st.active.as_ref().map(|a| &a.stage),
+                Some(Stage::AwaitingStepUp { .. })
+            ) {
+                run.st.active = None;
+                let text = flows
+                    .policy
+                    .texts
+                    .default_outcomes
+                    .get(&OutcomeKind::Unavailable)
+                    .cloned()
+                    .unwrap_or_default();
+                run.reply(text, vec![HUMAN_QUICK_REPLY.to_owned()]);
+                run.st.human_offered = Some(HumanOffer::general());
+            }
+        }
         Event::HandedBack { intent } => {
             run.st.escalated = false;
             run.st.failures = 0;
-            run.st.human_offered = false;
+            run.st.human_offered = None;
             if let Some(i) = intent.as_deref().and_then(|i| flows.flows.get(i)) {
                 run.start(i, None);
             }
@@ -92,7 +109,7 @@ impl Run<'_> {
             skill: skill.to_owned(),
         });
         self.st.escalated = true;
-        self.st.human_offered = false;
+        self.st.human_offered = None;
         self.st.pending_choice = None;
         self.st.failures = 0;
     }
@@ -105,7 +122,7 @@ impl Run<'_> {
                 format!("{text} {offer}"),
                 vec![HUMAN_QUICK_REPLY.to_owned()],
             );
-            self.st.human_offered = true;
+            self.st.human_offered = Some(HumanOffer::general());
         } else {
             self.reply(text, quick_replies);
         }
@@ -136,12 +153,15 @@ impl Run<'_> {
             }
         }
         // An answer to "shall I get you a person?".
-        if self.st.human_offered {
-            self.st.human_offered = false;
+        if let Some(offer) = self.st.human_offered.take() {
             let yes = turn.text.trim().eq_ignore_ascii_case(HUMAN_QUICK_REPLY)
                 || intent.as_deref() == Some(g.affirm.as_str());
             if yes || intent.as_deref() == Some(g.human.as_str()) {
-                self.escalate(EscalationReason::CustomerAsked, Priority::Normal, "general");
+                self.escalate(
+                    EscalationReason::CustomerAsked,
+                    offer.priority,
+                    &offer.skill,
+                );
                 return;
             }
         }
@@ -434,11 +454,13 @@ impl Run<'_> {
                     self.advance(Some(&turn.facts));
                     return true;
                 }
-                if let Some(faq) = digression {
+                // A value of the right kind that failed a rule is about this
+                // slot, whatever the classifier thought of the words.
+                if let Some(faq) = digression.filter(|_| notes.is_empty()) {
                     self.digress(faq);
                     return true;
                 }
-                if let Some(i) = intent
+                if let Some(i) = intent.filter(|_| notes.is_empty())
                     && i != active.intent
                     && i != p.intents.affirm
                     && i != p.intents.deny
@@ -450,7 +472,7 @@ impl Run<'_> {
                     self.st.active = None;
                     let text = p.texts.too_many_attempts.clone();
                     self.failed_turn(text, vec![HUMAN_QUICK_REPLY.to_owned()]);
-                    self.st.human_offered = true;
+                    self.st.human_offered = Some(HumanOffer::general());
                     return true;
                 }
                 active.stage = Stage::Collecting {
@@ -577,10 +599,13 @@ impl Run<'_> {
                 };
                 self.escalate(EscalationReason::ConnectorUnavailable, priority, &skill);
             }
-            (EscalatePolicy::Offer { .. }, _) => {
+            (EscalatePolicy::Offer { priority, skill }, _) => {
                 quick.push(HUMAN_QUICK_REPLY.to_owned());
                 self.reply(text, quick);
-                self.st.human_offered = true;
+                self.st.human_offered = Some(HumanOffer {
+                    priority: *priority,
+                    skill: skill.clone(),
+                });
             }
             (EscalatePolicy::OnRequest, _) => self.reply(text, quick),
         }
@@ -602,7 +627,7 @@ impl Run<'_> {
             self.st.active = None;
             let text = self.flows.policy.texts.step_up_locked.clone();
             self.reply(text, vec![HUMAN_QUICK_REPLY.to_owned()]);
-            self.st.human_offered = true;
+            self.st.human_offered = Some(HumanOffer::general());
             return;
         }
         active.stage = Stage::AwaitingStepUp { failures };

@@ -71,12 +71,28 @@ pub struct State {
     /// Consecutive turns the bot could not act on.
     pub failures: u8,
     pub pending_choice: Option<Choice>,
-    /// A person was offered; "yes" now means escalate.
-    pub human_offered: bool,
+    /// A person was offered (to this queue); "yes" now means escalate.
+    pub human_offered: Option<HumanOffer>,
     /// Handed to a person: the engine answers nothing until handed back.
     pub escalated: bool,
     /// The next connector call's number (call ids are per conversation).
     pub next_call: u64,
+}
+
+/// Where an offered hand-over would go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HumanOffer {
+    pub priority: Priority,
+    pub skill: String,
+}
+
+impl HumanOffer {
+    pub fn general() -> HumanOffer {
+        HumanOffer {
+            priority: Priority::Normal,
+            skill: "general".to_owned(),
+        }
+    }
 }
 
 /// What the customer has, as the bank's systems report it; the server
@@ -129,6 +145,8 @@ pub enum Event {
     StepUp {
         verified: bool,
     },
+    /// No one-time code could be sent: the protected action cannot happen.
+    StepUpUnavailable,
     /// A person handed the conversation back; optionally start a flow.
     HandedBack {
         intent: Option<String>,

@@ -1,0 +1,434 @@
+//! The imperative shell around the dialog engine: builds a turn from the
+//! NLU result, the entities and the customer's facts (from the bank),
+//! steps the engine, and executes its actions through the [`Bank`]
+//! connector, feeding outcomes back until the engine has nothing left to
+//! do. Used by `bankbot chat`, `bankbot test` and (next) the service.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bankbot_connectors::{
+    Bank, CardChange, CardStatus, ConnectorError, Contact, Day, Money as BankMoney,
+    TransferOutcome, TransferRequest,
+};
+use bankbot_dialog::spec::{Flows, Operation, OutcomeKind, Priority};
+use bankbot_dialog::state::{
+    Action, CustomerFacts, EscalationReason, Event, Money, Named, Outcome, Stage, State, Turn,
+    Value,
+};
+use bankbot_dialog::{render, step};
+use bankbot_models::entities::{self, Context, Date, Entity, SavedPayee};
+
+/// Most engine steps one customer message may cause (a reply, a call and
+/// its outcome, a step-up…): a bound, never reached by sane flows.
+const MAX_STEPS: usize = 16;
+
+/// Transactions listed in one reply.
+const MAX_LISTED: usize = 8;
+
+/// What happened during one customer message, for callers and traces.
+#[derive(Debug, Clone, Default)]
+pub struct TurnReport {
+    pub entities: Vec<Entity>,
+    pub replies: Vec<(String, Vec<String>)>,
+    /// Operations called, in order.
+    pub calls: Vec<Operation>,
+    pub step_up_requested: bool,
+    pub escalations: Vec<(EscalationReason, Priority, String)>,
+    /// The dialog state after each engine step, as "stage" strings.
+    pub transitions: Vec<String>,
+}
+
+/// The NLU's view of a message.
+#[derive(Debug, Clone)]
+pub struct Nlu {
+    pub ranking: Vec<(String, f32)>,
+    pub out_of_scope: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Executor {
+    pub flows: Arc<Flows>,
+    pub bank: Arc<dyn Bank>,
+}
+
+/// A short name of where the dialog is: `idle`, `collecting:<slot>`,
+/// `confirming`, `awaiting_step_up`, `executing`, `escalated`.
+pub fn stage_name(s: &State) -> String {
+    if s.escalated {
+        return "escalated".into();
+    }
+    match s.active.as_ref().map(|a| &a.stage) {
+        None => "idle".into(),
+        Some(Stage::Collecting { slot, .. }) => format!("collecting:{slot}"),
+        Some(Stage::Confirming) => "confirming".into(),
+        Some(Stage::AwaitingStepUp { .. }) => "awaiting_step_up".into(),
+        Some(Stage::Executing { .. }) => "executing".into(),
+    }
+}
+
+fn named(id: &str, name: &str, aliases: Vec<String>) -> Named {
+    Named {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        aliases,
+    }
+}
+
+/// A one-time code as typed: 4 to 8 digits, spaces allowed.
+fn looks_like_code(text: &str) -> Option<String> {
+    let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    ((4..=8).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(digits)
+}
+
+fn to_bank(m: &Money) -> BankMoney {
+    BankMoney {
+        minor: m.minor,
+        currency: m.currency.clone(),
+    }
+}
+
+fn money_text(m: &BankMoney) -> String {
+    render::money(&Money {
+        minor: m.minor,
+        currency: m.currency.clone(),
+    })
+}
+
+fn day_of(d: Date) -> Result<Day, ConnectorError> {
+    Day::parse(&d.to_string())
+}
+
+impl Executor {
+    /// The customer's accounts, cards and payees, as the dialog sees them.
+    /// A bank that cannot answer gives empty lists: the flows then ask, and
+    /// the operation itself reports the outage.
+    pub async fn facts(&self, customer: &str) -> CustomerFacts {
+        let accounts = self.bank.accounts(customer).await.unwrap_or_default();
+        let cards = self.bank.cards(customer).await.unwrap_or_default();
+        let payees = self.bank.payees(customer).await.unwrap_or_default();
+        CustomerFacts {
+            accounts: accounts
+                .iter()
+                .map(|a| named(&a.id, &a.name, a.nicknames.clone()))
+                .collect(),
+            cards: cards
+                .iter()
+                .filter(|c| c.status != CardStatus::Blocked)
+                .map(|c| {
+                    // "visa", "credit", "4471": any distinctive word of the name.
+                    let mut aliases: Vec<String> = c
+                        .name
+                        .split_whitespace()
+                        .map(str::to_lowercase)
+                        .filter(|w| !matches!(w.as_str(), "card" | "ending" | "in" | "the" | "my"))
+                        .collect();
+                    aliases.push(c.last4.clone());
+                    named(&c.id, &c.name, aliases)
+                })
+                .collect(),
+            payees: payees
+                .iter()
+                .map(|p| named(&p.id, &p.name, p.nicknames.clone()))
+                .collect(),
+        }
+    }
+
+    /// Handles one customer message. `conversation` scopes call ids and
+    /// idempotency keys.
+    pub async fn handle(
+        &self,
+        customer: &str,
+        conversation: &str,
+        state: &State,
+        text: &str,
+        nlu: &Nlu,
+        today: Date,
+    ) -> (State, TurnReport) {
+        let mut report = TurnReport::default();
+        let awaiting_code = matches!(
+            state.active.as_ref().map(|a| &a.stage),
+            Some(Stage::AwaitingStepUp { .. })
+        );
+        let event = match looks_like_code(text).filter(|_| awaiting_code) {
+            Some(code) => {
+                let verified = self
+                    .bank
+                    .verify_code(customer, &code)
+                    .await
+                    .unwrap_or(false);
+                Event::StepUp { verified }
+            }
+            None => {
+                let facts = self.facts(customer).await;
+                let mut ctx = Context::new(today);
+                ctx.payees = facts
+                    .payees
+                    .iter()
+                    .map(|p| SavedPayee {
+                        id: p.id.clone(),
+                        name: p.name.clone(),
+                        aliases: p.aliases.clone(),
+                    })
+                    .collect();
+                // A flow collecting a date for the future (a scheduled
+                // payment) reads "Friday" forwards.
+                ctx.prefer_future = false;
+                let found = entities::extract(text, &ctx);
+                report.entities = found.clone();
+                Event::Turn(Turn {
+                    text: text.to_owned(),
+                    ranking: nlu.ranking.clone(),
+                    out_of_scope: nlu.out_of_scope,
+                    entities: found,
+                    facts,
+                    today,
+                })
+            }
+        };
+        let state = self
+            .run(customer, conversation, state, event, &mut report)
+            .await;
+        (state, report)
+    }
+
+    /// Feeds an event (and the outcomes of the actions it causes) through
+    /// the engine.
+    pub async fn run(
+        &self,
+        customer: &str,
+        conversation: &str,
+        state: &State,
+        event: Event,
+        report: &mut TurnReport,
+    ) -> State {
+        let mut state = state.clone();
+        let mut pending = vec![event];
+        let mut steps = 0;
+        while let Some(ev) = pending.pop() {
+            steps += 1;
+            if steps > MAX_STEPS {
+                tracing::error!(
+                    conversation,
+                    "dialog did not settle within {MAX_STEPS} steps"
+                );
+                break;
+            }
+            let (next, actions) = step(&self.flows, &state, &ev);
+            state = next;
+            report.transitions.push(stage_name(&state));
+            for action in actions {
+                match action {
+                    Action::Reply {
+                        text,
+                        quick_replies,
+                    } => report.replies.push((text, quick_replies)),
+                    Action::Call {
+                        call,
+                        operation,
+                        args,
+                    } => {
+                        report.calls.push(operation);
+                        let outcome = self
+                            .call(customer, conversation, call, operation, &args)
+                            .await;
+                        pending.push(Event::Connector { call, outcome });
+                    }
+                    Action::RequestStepUp { operation } => {
+                        report.step_up_requested = true;
+                        if self
+                            .bank
+                            .send_code(customer, operation.name())
+                            .await
+                            .is_err()
+                        {
+                            // No code could be sent: the flow cannot go on.
+                            pending.push(Event::StepUpUnavailable);
+                        }
+                    }
+                    Action::Escalate {
+                        reason,
+                        priority,
+                        skill,
+                    } => report.escalations.push((reason, priority, skill)),
+                }
+            }
+        }
+        state
+    }
+
+    /// Executes one operation with the slot values as arguments.
+    async fn call(
+        &self,
+        customer: &str,
+        conversation: &str,
+        call: u64,
+        op: Operation,
+        args: &BTreeMap<String, Value>,
+    ) -> Outcome {
+        let reference = |name: &str| match args.get(name) {
+            Some(Value::Ref { id, .. }) => Ok(id.clone()),
+            _ => Err(ConnectorError::Invalid(format!("missing `{name}`"))),
+        };
+        let money = |name: &str| match args.get(name) {
+            Some(Value::Money(m)) => Ok(to_bank(m)),
+            _ => Err(ConnectorError::Invalid(format!("missing `{name}`"))),
+        };
+        let mut data = BTreeMap::new();
+        let result: Result<OutcomeKind, ConnectorError> = async {
+            match op {
+                Operation::GetBalance => {
+                    let b = self.bank.balance(customer, &reference("account")?).await?;
+                    data.insert("balance".to_owned(), money_text(&b.ledger));
+                    data.insert("available".to_owned(), money_text(&b.available));
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::ListTransactions => {
+                    let Some(Value::DateRange { range }) = args.get("period") else {
+                        return Err(ConnectorError::Invalid("missing `period`".into()));
+                    };
+                    let (from, to) = (day_of(range.from)?, day_of(range.to)?);
+                    let txs = self
+                        .bank
+                        .transactions(customer, &reference("account")?, &from, &to, MAX_LISTED)
+                        .await?;
+                    let listed: Vec<String> = txs
+                        .iter()
+                        .map(|t| {
+                            format!(
+                                "{} {} {}",
+                                t.day.as_str(),
+                                t.description,
+                                money_text(&t.amount)
+                            )
+                        })
+                        .collect();
+                    let text = if listed.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        listed.join("; ")
+                    };
+                    data.insert("transactions".to_owned(), text);
+                    data.insert("count".to_owned(), txs.len().to_string());
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::Transfer => {
+                    let request = TransferRequest {
+                        idempotency_key: format!("{conversation}:{call}"),
+                        from_account: reference("from")?,
+                        payee: reference("payee")?,
+                        amount: money("amount")?,
+                    };
+                    match self.bank.transfer(customer, &request).await {
+                        Ok(TransferOutcome::Settled { reference }) => {
+                            data.insert("reference".to_owned(), reference);
+                            Ok(OutcomeKind::Success)
+                        }
+                        Ok(TransferOutcome::InsufficientFunds) => {
+                            Ok(OutcomeKind::InsufficientFunds)
+                        }
+                        Ok(TransferOutcome::LimitExceeded) => Ok(OutcomeKind::LimitExceeded),
+                        Ok(TransferOutcome::Rejected { .. }) => Ok(OutcomeKind::Rejected),
+                        // A timeout after sending may have moved money.
+                        Ok(TransferOutcome::Unknown) | Err(ConnectorError::Timeout) => {
+                            Ok(OutcomeKind::Unknown)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                Operation::BlockCard => {
+                    self.bank
+                        .change_card(customer, &reference("card")?, CardChange::Block)
+                        .await?;
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::FreezeCard => {
+                    self.bank
+                        .change_card(customer, &reference("card")?, CardChange::Freeze)
+                        .await?;
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::UnfreezeCard => {
+                    self.bank
+                        .change_card(customer, &reference("card")?, CardChange::Unfreeze)
+                        .await?;
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::ReplaceCard => {
+                    let new = self
+                        .bank
+                        .replace_card(customer, &reference("card")?)
+                        .await?;
+                    data.insert("card".to_owned(), new.name);
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::CardDeliveryStatus => {
+                    let id = reference("card")?;
+                    let cards = self.bank.cards(customer).await?;
+                    let card = cards
+                        .iter()
+                        .find(|c| c.id == id)
+                        .ok_or_else(|| ConnectorError::NotFound("card".into()))?;
+                    let (status, advice) = match (card.status, &card.dispatched) {
+                        (CardStatus::InTransit, Some(d)) => (
+                            format!("posted on {}", d.as_str()),
+                            "Cards usually arrive within 5 working days of posting.",
+                        ),
+                        (CardStatus::InTransit, None) => (
+                            "ordered and is being made".to_owned(),
+                            "It is usually posted within 2 working days.",
+                        ),
+                        (CardStatus::Active | CardStatus::Frozen, _) => {
+                            ("delivered and activated".to_owned(), "It's ready to use.")
+                        }
+                        (CardStatus::Blocked, _) => {
+                            ("blocked".to_owned(), "I can order a replacement.")
+                        }
+                    };
+                    data.insert("status".to_owned(), status);
+                    data.insert("advice".to_owned(), advice.to_owned());
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::OpenDispute => {
+                    let Some(Value::Date { date }) = args.get("date") else {
+                        return Err(ConnectorError::Invalid("missing `date`".into()));
+                    };
+                    let reason = match args.get("reason") {
+                        Some(Value::Text { text }) => text.clone(),
+                        _ => String::new(),
+                    };
+                    let r = self
+                        .bank
+                        .open_dispute(customer, &money("amount")?, &day_of(*date)?, &reason)
+                        .await?;
+                    data.insert("reference".to_owned(), r);
+                    Ok(OutcomeKind::Success)
+                }
+                Operation::UpdateContact => {
+                    let Some(Value::Text { text }) = args.get("contact") else {
+                        return Err(ConnectorError::Invalid("missing `contact`".into()));
+                    };
+                    let contact = if text.contains('@') {
+                        Contact::Email(text.clone())
+                    } else {
+                        Contact::Phone(text.clone())
+                    };
+                    self.bank.update_contact(customer, &contact).await?;
+                    Ok(OutcomeKind::Success)
+                }
+            }
+        }
+        .await;
+        let kind = match result {
+            Ok(k) => k,
+            Err(ConnectorError::Unavailable | ConnectorError::Timeout) => OutcomeKind::Unavailable,
+            Err(
+                ConnectorError::NotFound(_)
+                | ConnectorError::Refused(_)
+                | ConnectorError::Invalid(_),
+            ) => OutcomeKind::Rejected,
+        };
+        Outcome { kind, data }
+    }
+}
