@@ -254,9 +254,10 @@ impl Run<'_> {
         match flow.map(|f| &f.escalate) {
             Some(
                 EscalatePolicy::Offer { priority, skill }
-                | EscalatePolicy::Immediately { priority, skill },
+                | EscalatePolicy::Immediately { priority, skill }
+                | EscalatePolicy::OnRequest { priority, skill },
             ) => (*priority, skill.clone()),
-            Some(EscalatePolicy::OnRequest) | None => (Priority::Normal, "general".to_owned()),
+            None => (Priority::Normal, "general".to_owned()),
         }
     }
 
@@ -592,9 +593,11 @@ impl Run<'_> {
             {
                 self.reply(text, Vec::new());
                 let (priority, skill) = match &flow.escalate {
-                    EscalatePolicy::Offer { priority, skill } => (*priority, skill.clone()),
-                    EscalatePolicy::OnRequest | EscalatePolicy::Immediately { .. } => {
-                        (Priority::High, "payments".to_owned())
+                    // A money operation that could not run: at least high.
+                    EscalatePolicy::Offer { priority, skill }
+                    | EscalatePolicy::OnRequest { priority, skill }
+                    | EscalatePolicy::Immediately { priority, skill } => {
+                        ((*priority).max(Priority::High), skill.clone())
                     }
                 };
                 self.escalate(EscalationReason::ConnectorUnavailable, priority, &skill);
@@ -607,7 +610,7 @@ impl Run<'_> {
                     skill: skill.clone(),
                 });
             }
-            (EscalatePolicy::OnRequest, _) => self.reply(text, quick),
+            (EscalatePolicy::OnRequest { .. }, _) => self.reply(text, quick),
         }
     }
 

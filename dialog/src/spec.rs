@@ -264,8 +264,9 @@ pub enum Priority {
 /// When the flow hands the customer to a person.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EscalatePolicy {
-    /// Only when the customer asks or the global fallback policy says so.
-    OnRequest,
+    /// Only when the customer asks or the global fallback policy says so;
+    /// then to this queue.
+    OnRequest { priority: Priority, skill: String },
     /// Offer a person alongside the flow's first reply (lost card, fraud).
     Offer { priority: Priority, skill: String },
     /// Hand over at once, after the flow's immediate action.

@@ -60,7 +60,10 @@ fn flows() -> Flows {
                 ),
             ]),
             requires_auth: AuthLevel::StepUp,
-            escalate: EscalatePolicy::OnRequest,
+            escalate: EscalatePolicy::OnRequest {
+                priority: Priority::Normal,
+                skill: "general".into(),
+            },
             threshold: 0.5,
         },
     );
@@ -74,7 +77,10 @@ fn flows() -> Flows {
             answer: None,
             outcomes: BTreeMap::from([(OutcomeKind::Success, tmpl("{account}: {result.balance}"))]),
             requires_auth: AuthLevel::Session,
-            escalate: EscalatePolicy::OnRequest,
+            escalate: EscalatePolicy::OnRequest {
+                priority: Priority::Normal,
+                skill: "general".into(),
+            },
             threshold: 0.5,
         },
     );
@@ -105,7 +111,10 @@ fn flows() -> Flows {
             answer: Some(tmpl("Branches open 9 to 5, Monday to Saturday.")),
             outcomes: BTreeMap::new(),
             requires_auth: AuthLevel::Session,
-            escalate: EscalatePolicy::OnRequest,
+            escalate: EscalatePolicy::OnRequest {
+                priority: Priority::Normal,
+                skill: "general".into(),
+            },
             threshold: 0.5,
         },
     );

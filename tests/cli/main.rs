@@ -449,6 +449,62 @@ fn entity_evaluation_meets_its_gate() {
 }
 
 #[test]
+fn the_conversation_tests_pass() {
+    let o = bankbot()
+        .args(["test", "--model"])
+        .arg(repo_model())
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let summary = out.lines().last().unwrap();
+    let passed: usize = summary.split_whitespace().next().unwrap().parse().unwrap();
+    assert!(passed >= 40, "{summary}");
+    assert!(summary.contains(" 0 failed"), "{summary}");
+}
+
+#[test]
+fn a_failing_conversation_test_names_file_line_and_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t.yaml");
+    std::fs::write(
+        &file,
+        "reference_date: \"2024-03-13\"\ntests:\n  - name: wrong expectation\n    turns:\n      - user: what's my balance\n        expect: {state: idle}\n",
+    )
+    .unwrap();
+    let o = bankbot()
+        .args(["test", "--model"])
+        .arg(repo_model())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("t.yaml:5:9: test \"wrong expectation\", turn 1 (\"what's my balance\"): state collecting:account, expected idle"),
+        "{out}"
+    );
+    assert!(out.contains("0 passed, 1 failed"), "{out}");
+    std::fs::write(
+        &file,
+        "tests:\n  - name: x\n    faults: {transfer: exploded}\n    turns: []\n",
+    )
+    .unwrap();
+    let o = bankbot()
+        .args(["test", "--model"])
+        .arg(repo_model())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("t.yaml:3:13: error: unknown fault `exploded` for `transfer`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
 fn chat_shows_the_top_three_intents() {
     let o = run_with_stdin(
         {
@@ -462,6 +518,11 @@ fn chat_shows_the_top_three_intents() {
     let out = stdout(&o);
     assert!(out.contains("intent: check_balance"), "{out}");
     assert!(out.contains("   3. "), "{out}");
+    assert!(out.contains("  state: idle -> collecting:account"), "{out}");
+    assert!(
+        out.contains("bot: Which account would you like the balance of?"),
+        "{out}"
+    );
     assert!(!out.contains("never read"));
 }
 

@@ -399,7 +399,14 @@ pub fn compile(
         cx.error(at("threshold"), "`threshold` must be above 0 and at most 1");
     }
     let escalate = match spec.escalate.when {
-        EscalateWhen::OnRequest => EscalatePolicy::OnRequest,
+        EscalateWhen::OnRequest => EscalatePolicy::OnRequest {
+            priority: priority(spec.escalate.priority),
+            skill: spec
+                .escalate
+                .skill
+                .clone()
+                .unwrap_or_else(|| "general".into()),
+        },
         EscalateWhen::Offer => EscalatePolicy::Offer {
             priority: priority(spec.escalate.priority),
             skill: spec
@@ -509,7 +516,10 @@ impl Catalogue {
                     answer: i.responses.first().map(template),
                     outcomes: BTreeMap::new(),
                     requires_auth: AuthLevel::Session,
-                    escalate: EscalatePolicy::OnRequest,
+                    escalate: EscalatePolicy::OnRequest {
+                        priority: Priority::Normal,
+                        skill: "general".into(),
+                    },
                     threshold: DEFAULT_THRESHOLD,
                 },
             };

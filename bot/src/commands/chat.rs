@@ -1,11 +1,23 @@
-//! `bankbot chat`: a terminal loop for staff to try the classifier.
+//! `bankbot chat`: a terminal loop for staff to try the bot: each message
+//! shows the top intents, the entities found, the dialog state transitions
+//! and the bot's replies, with the in-process bank behind the flows (its
+//! one-time code is 123456).
 
 use std::io::{IsTerminal, Write};
 
 use bankbot_models::engine::{EngineConfig, MAX_TEXT_BYTES};
 
+use std::sync::Arc;
+
+use bankbot_connectors::memory::MemoryBank;
+use bankbot_dialog::state::State;
+use bankbot_models::entities::Date;
+use bankbot_models::entities::eval::value_text;
+
+use crate::catalogue;
 use crate::cli::ChatArgs;
 use crate::commands::load_engine;
+use crate::executor::{Executor, Nlu, stage_name};
 use crate::input::{self, Line};
 use crate::paths::Paths;
 
@@ -21,6 +33,15 @@ pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
             ..EngineConfig::default()
         },
     )?;
+    let (cat, _) = catalogue::load_dir(&args.source.intents).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let exec = Executor {
+        flows: Arc::new(cat.flows()),
+        bank: Arc::new(MemoryBank::new()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut state = State::default();
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         println!(
@@ -61,6 +82,14 @@ pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
         match engine.classify_blocking(text) {
             Ok(c) => {
                 let p = c.prediction;
+                let nlu = Nlu {
+                    ranking: p
+                        .ranking
+                        .iter()
+                        .map(|r| (r.name.clone(), r.confidence))
+                        .collect(),
+                    out_of_scope: p.out_of_scope,
+                };
                 if p.out_of_scope {
                     println!(
                         "  out of scope (score {:.2}; the bot would say it cannot help with this)",
@@ -81,6 +110,31 @@ pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
                         r.name,
                         r.confidence * 100.0
                     );
+                }
+                let before = stage_name(&state);
+                let (next, report) =
+                    rt.block_on(exec.handle("chat", "chat", &state, text, &nlu, Date::today_utc()));
+                state = next;
+                for e in &report.entities {
+                    println!(
+                        "  entity: {} {:?} = {}",
+                        e.entity,
+                        e.text,
+                        value_text(&e.value)
+                    );
+                }
+                println!("  state: {before} -> {}", report.transitions.join(" -> "));
+                for op in &report.calls {
+                    println!("  bank: {}", op.name());
+                }
+                for (reason, priority, skill) in &report.escalations {
+                    println!("  escalate: {reason:?} to {skill} ({priority:?})");
+                }
+                for (reply, quick) in &report.replies {
+                    println!("bot: {reply}");
+                    if !quick.is_empty() {
+                        println!("     [{}]", quick.join("] ["));
+                    }
                 }
             }
             Err(e) => println!("  error: {e}"),
