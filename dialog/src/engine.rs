@@ -26,7 +26,10 @@ pub fn step(flows: &Flows, state: &State, event: &Event) -> (State, Vec<Action>)
         out: Vec::new(),
     };
     match event {
-        Event::Turn(turn) => run.turn(turn),
+        Event::Turn(turn) => {
+            run.st.turns = run.st.turns.saturating_add(1);
+            run.turn(turn);
+        }
         Event::Connector { call, outcome } => run.outcome(*call, outcome),
         Event::StepUp { verified } => run.step_up(*verified),
         Event::StepUpUnavailable => {
@@ -263,7 +266,7 @@ impl Run<'_> {
 
     /// Starts a flow, taking whatever the turn already says.
     fn start(&mut self, flow: &Flow, turn: Option<&Turn>) {
-        if let Some(answer) = &flow.answer {
+        if let Some(answer) = self.answer_of(flow) {
             let text = render::fill(&answer.text, &BTreeMap::new(), &BTreeMap::new());
             self.reply(text, answer.quick_replies.clone());
         }
@@ -455,6 +458,14 @@ impl Run<'_> {
                     self.advance(Some(&turn.facts));
                     return true;
                 }
+                // Out of scope mid-task: say so, then pick the task up again.
+                if turn.out_of_scope && notes.is_empty() {
+                    self.st.active = Some(active);
+                    let text = p.texts.out_of_scope.clone();
+                    self.failed_turn(text, Vec::new());
+                    self.resume();
+                    return true;
+                }
                 // A value of the right kind that failed a rule is about this
                 // slot, whatever the classifier thought of the words.
                 if let Some(faq) = digression.filter(|_| notes.is_empty()) {
@@ -516,9 +527,19 @@ impl Run<'_> {
         }
     }
 
+    /// The flow's answer, or one of its variants chosen by the turn number.
+    fn answer_of<'f>(&self, flow: &'f Flow) -> Option<&'f Template> {
+        if flow.variants.is_empty() {
+            return flow.answer.as_ref();
+        }
+        let n = flow.variants.len() as u64;
+        flow.variants
+            .get(usize::try_from(self.st.turns.saturating_sub(1) % n).unwrap_or(0))
+    }
+
     /// Answers an FAQ mid-flow, then picks the flow up where it was.
     fn digress(&mut self, faq: &Flow) {
-        if let Some(a) = &faq.answer {
+        if let Some(a) = self.answer_of(faq) {
             self.reply(a.text.clone(), a.quick_replies.clone());
         }
         self.resume();

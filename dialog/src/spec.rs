@@ -302,6 +302,10 @@ pub struct Flow {
     /// The reply when there is no action (FAQs), or the first reply before
     /// collecting slots.
     pub answer: Option<Template>,
+    /// Other wordings of the answer; with several, the conversation's turn
+    /// number picks one, so a question asked twice is not answered word for
+    /// word the same.
+    pub variants: Vec<Template>,
     pub outcomes: BTreeMap<OutcomeKind, Template>,
     pub requires_auth: AuthLevel,
     pub escalate: EscalatePolicy,

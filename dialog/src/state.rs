@@ -77,6 +77,9 @@ pub struct State {
     pub escalated: bool,
     /// The next connector call's number (call ids are per conversation).
     pub next_call: u64,
+    /// Customer turns so far.
+    #[serde(default)]
+    pub turns: u64,
 }
 
 /// Where an offered hand-over would go.

@@ -49,6 +49,7 @@ fn flows() -> Flows {
             confirm: Some(tmpl("Send {amount} to {payee} from {from}?")),
             action: Some(Operation::Transfer),
             answer: None,
+            variants: vec![],
             outcomes: BTreeMap::from([
                 (
                     OutcomeKind::Success,
@@ -75,6 +76,7 @@ fn flows() -> Flows {
             confirm: None,
             action: Some(Operation::GetBalance),
             answer: None,
+            variants: vec![],
             outcomes: BTreeMap::from([(OutcomeKind::Success, tmpl("{account}: {result.balance}"))]),
             requires_auth: AuthLevel::Session,
             escalate: EscalatePolicy::OnRequest {
@@ -92,6 +94,7 @@ fn flows() -> Flows {
             confirm: None,
             action: Some(Operation::BlockCard),
             answer: Some(tmpl("I'll block it right away.")),
+            variants: vec![],
             outcomes: BTreeMap::from([(OutcomeKind::Success, tmpl("{card} is blocked."))]),
             requires_auth: AuthLevel::Session,
             escalate: EscalatePolicy::Offer {
@@ -109,6 +112,7 @@ fn flows() -> Flows {
             confirm: None,
             action: None,
             answer: Some(tmpl("Branches open 9 to 5, Monday to Saturday.")),
+            variants: vec![],
             outcomes: BTreeMap::new(),
             requires_auth: AuthLevel::Session,
             escalate: EscalatePolicy::OnRequest {
@@ -536,5 +540,22 @@ fn lookalike_payees_are_refused() {
             .active
             .as_ref()
             .is_some_and(|f| f.slots.contains_key("payee"))
+    );
+}
+
+#[test]
+fn out_of_scope_mid_task_says_so_and_resumes() {
+    let mut c = Convo::new();
+    c.say("send money to Pierre", &[("transfer_money", 0.9)]);
+    let a = c.say("who won the match", &[("out_of_scope", 0.9)]);
+    assert_eq!(
+        replies(&a),
+        vec![
+            "I can only help with banking.",
+            "Back to where we were: How much would you like to send?"
+        ]
+    );
+    assert!(
+        matches!(&c.state.active, Some(f) if f.stage == Stage::Collecting { slot: "amount".into(), attempts: 0 })
     );
 }

@@ -16,6 +16,7 @@ both_backends!(
     card_numbers_are_masked_before_storage,
     other_customers_get_not_found,
     a_restart_keeps_the_history,
+    a_flow_runs_across_turns_with_its_state_stored,
 );
 
 async fn a_full_conversation(backend: Backend) {
@@ -52,9 +53,20 @@ async fn a_full_conversation(backend: Backend) {
     assert!(!nlu.out_of_scope && nlu.confidence > 0.5, "{nlu:?}");
     assert!(!nlu.ranking.is_empty());
     assert!(!r.replayed);
-    assert_eq!(r.messages.len(), 1);
-    assert!(r.messages[0].text.contains("Freeze"), "{:?}", r.messages[0]);
-    assert!(!r.messages[0].quick_replies.is_empty());
+    // The lost-card flow: it says what happens, then asks which card (the
+    // in-process bank's customer has two), offering them as quick replies.
+    assert_eq!(r.messages.len(), 2, "{:?}", r.messages);
+    assert!(
+        r.messages[0].text.contains("block the card"),
+        "{:?}",
+        r.messages[0]
+    );
+    assert!(
+        r.messages[1].text.contains("Which card"),
+        "{:?}",
+        r.messages[1]
+    );
+    assert_eq!(r.messages[1].quick_replies.len(), 2);
     let customer = r.customer_message.unwrap();
     assert_eq!(customer.author(), pb::Author::Customer);
     assert_eq!(customer.client_message_id, "m1");
@@ -81,9 +93,11 @@ async fn a_full_conversation(backend: Backend) {
     let all = all_messages(&mut c, "alice", &id).await;
     let authors: Vec<_> = all.iter().map(|m| m.author()).collect();
     let (bot, customer) = (pb::Author::Bot, pb::Author::Customer);
-    assert_eq!(authors, vec![bot, customer, bot, customer, bot]);
+    assert_eq!(authors, vec![bot, customer, bot, bot, customer, bot, bot]);
     let seqs: Vec<u64> = all.iter().map(|m| m.sequence).collect();
-    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    assert_eq!(seqs, (1..=7).collect::<Vec<u64>>());
+    // The task resumes after the out-of-scope answer.
+    assert!(all[6].text.contains("Which card"), "{:?}", all[6]);
     assert!(
         all.iter()
             .all(|m| m.create_time.is_some() && !m.message_id.is_empty())
@@ -130,7 +144,7 @@ async fn a_full_conversation(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_eq!(ended.state(), pb::ConversationState::Ended);
-    assert_eq!(ended.last_sequence, 6);
+    assert_eq!(ended.last_sequence, 8, "7 messages, then the `ended` event");
     let refused = send(&mut c, "alice", &id, "m3", "hello?")
         .await
         .unwrap_err();
@@ -348,8 +362,17 @@ async fn card_numbers_are_masked_before_storage(backend: Backend) {
     let stored = r.customer_message.unwrap().text;
     assert!(!stored.contains("4111 1111"), "{stored}");
     assert!(stored.contains("1111"), "{stored}");
-    assert_eq!(r.messages.len(), 2, "a warning, then the answer");
+    assert_eq!(
+        r.messages.len(),
+        3,
+        "a warning, then the flow's answer and question"
+    );
     assert!(r.messages[0].text.contains("card numbers"));
+    assert!(
+        r.messages[2].text.contains("Which card"),
+        "{:?}",
+        r.messages
+    );
     assert_eq!(r.nlu.unwrap().intent, "card_lost_stolen");
     let all = all_messages(&mut c, "erin", &id).await;
     assert!(all.iter().all(|m| !m.text.contains("4111 1111")));
@@ -489,7 +512,16 @@ async fn replicas_serialise_turns_and_deduplicate() {
     let calls = (0..12).map(|i| {
         let mut c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
         let id = id.clone();
-        async move { send(&mut c, "rita", &id, "same", "block my card").await }
+        async move {
+            send(
+                &mut c,
+                "rita",
+                &id,
+                "same",
+                "what are your branch opening hours",
+            )
+            .await
+        }
     });
     let results: Vec<_> = join_all(calls)
         .await
@@ -530,5 +562,64 @@ async fn replicas_serialise_turns_and_deduplicate() {
     }
     b.stop().await.unwrap();
     a.stop().await.unwrap();
+    db.drop_now().await;
+}
+
+/// A transfer through the service: slots from the first message, a
+/// confirmation, step-up, and the bank call, with the dialog state stored
+/// with every turn (and read back from storage on the next).
+async fn a_flow_runs_across_turns_with_its_state_stored(backend: Backend) {
+    let (app, db) = spawn_app(backend).await;
+    let mut c = app.client().await;
+    let id = start(&mut c, "fay").await;
+    let store = app.store().await;
+    let stage = |c: Option<bankbot::store::Conversation>| {
+        let state: bankbot_dialog::State = serde_json::from_str(&c.unwrap().dialog_state).unwrap();
+        bankbot::executor::stage_name(&state)
+    };
+    let r = send(
+        &mut c,
+        "fay",
+        &id,
+        "f1",
+        "send £50 to Mum from my current account",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.nlu.unwrap().intent, "transfer_money");
+    assert!(
+        r.messages[0]
+            .text
+            .contains("send £50.00 to Mum from your Current account?"),
+        "{:?}",
+        r.messages
+    );
+    assert_eq!(
+        stage(store.conversation(&id, "fay").await.unwrap()),
+        "confirming"
+    );
+    let r = send(&mut c, "fay", &id, "f2", "yes").await.unwrap();
+    assert!(
+        r.messages[0].text.contains("one-time code"),
+        "{:?}",
+        r.messages
+    );
+    assert_eq!(
+        stage(store.conversation(&id, "fay").await.unwrap()),
+        "awaiting_step_up"
+    );
+    let r = send(&mut c, "fay", &id, "f3", "123456").await.unwrap();
+    assert!(
+        r.messages[0].text.contains("£50.00 is on its way to Mum"),
+        "{:?}",
+        r.messages
+    );
+    assert_eq!(stage(store.conversation(&id, "fay").await.unwrap()), "idle");
+    // A resend of the confirming code is a replay: the bank is not called again.
+    let again = send(&mut c, "fay", &id, "f3", "123456").await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.messages, r.messages);
+    store.close().await;
+    app.stop().await.unwrap();
     db.drop_now().await;
 }

@@ -66,9 +66,15 @@ async fn a_reconnecting_stream_resumes_exactly(backend: Backend) {
     );
     assert_eq!(next(&mut laptop).await.sequence, 1);
 
-    send(&mut c, "hana", &id, "h1", "block my card")
-        .await
-        .unwrap();
+    send(
+        &mut c,
+        "hana",
+        &id,
+        "h1",
+        "what are your branch opening hours",
+    )
+    .await
+    .unwrap();
     for device in [&mut phone, &mut laptop] {
         let e = next(device).await;
         assert_eq!(e.sequence, 2);

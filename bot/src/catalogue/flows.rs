@@ -430,6 +430,7 @@ pub fn compile(
         confirm,
         action,
         answer,
+        variants: Vec::new(),
         outcomes: outcomes.into_iter().map(|(k, (t, _))| (k, t)).collect(),
         requires_auth: match spec.requires_auth {
             AuthName::Session => AuthLevel::Session,
@@ -499,9 +500,11 @@ pub fn default_policy() -> Policy {
 }
 
 impl Catalogue {
-    /// Every intent's flow: compiled flows as written, and FAQ flows that
-    /// answer with the intent's first response.
-    pub fn flows(&self) -> Flows {
+    /// Every intent's flow: compiled flows as written, FAQ flows that answer
+    /// with the intent's responses, and `bot.no_response` for intents with
+    /// neither. The scope statement is the `out_of_scope` intent's first
+    /// response, else `bot.fallback`.
+    pub fn flows(&self, bot: &crate::settings::BotSettings) -> Flows {
         let mut flows = BTreeMap::new();
         let mut labels = BTreeMap::new();
         for i in &self.intents {
@@ -513,7 +516,12 @@ impl Catalogue {
                     slots: Vec::new(),
                     confirm: None,
                     action: None,
-                    answer: i.responses.first().map(template),
+                    answer: Some(
+                        i.responses
+                            .first()
+                            .map_or_else(|| Template::text(&bot.no_response), template),
+                    ),
+                    variants: i.responses.iter().map(template).collect(),
                     outcomes: BTreeMap::new(),
                     requires_auth: AuthLevel::Session,
                     escalate: EscalatePolicy::OnRequest {
@@ -523,13 +531,17 @@ impl Catalogue {
                     threshold: DEFAULT_THRESHOLD,
                 },
             };
-            if flow.answer.is_some() || !flow.is_faq() {
-                flows.insert(i.name.clone(), flow);
-            }
+            flows.insert(i.name.clone(), flow);
         }
+        let mut policy = default_policy();
+        policy.texts.out_of_scope = self
+            .out_of_scope
+            .as_ref()
+            .and_then(|i| i.responses.first())
+            .map_or_else(|| bot.fallback.clone(), |r| r.text.clone());
         Flows {
             flows,
-            policy: default_policy(),
+            policy,
             labels,
         }
     }

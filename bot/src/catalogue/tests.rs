@@ -265,7 +265,7 @@ fn flows_compile_and_reach_the_engine() {
     ]);
     let cat = cat.unwrap_or_else(|| panic!("{diags}"));
     assert_eq!(diags, "");
-    let flows = cat.flows();
+    let flows = cat.flows(&crate::settings::BotSettings::default());
     let t = &flows.flows["transfer_money"];
     assert_eq!(t.action, Some(bankbot_dialog::Operation::Transfer));
     assert_eq!(t.slots.len(), 3);

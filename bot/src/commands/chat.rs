@@ -35,7 +35,7 @@ pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
     )?;
     let (cat, _) = catalogue::load_dir(&args.source.intents).map_err(|d| anyhow::anyhow!("{d}"))?;
     let exec = Executor {
-        flows: Arc::new(cat.flows()),
+        flows: Arc::new(cat.flows(&crate::settings::BotSettings::default())),
         bank: Arc::new(MemoryBank::new()),
     };
     let rt = tokio::runtime::Builder::new_current_thread()

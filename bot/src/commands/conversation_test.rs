@@ -202,7 +202,7 @@ pub fn run(paths: &Paths, args: &TestArgs) -> anyhow::Result<bool> {
         bail!("{}", Diagnostics(diags));
     }
     let (cat, _) = catalogue::load_dir(&args.source.intents).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let flows = Arc::new(cat.flows());
+    let flows = Arc::new(cat.flows(&crate::settings::BotSettings::default()));
     let engine = load_engine(
         paths,
         &args.source,

@@ -12,10 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bankbot_dialog::State as DialogState;
 use bankbot_models::ModelError;
 use bankbot_models::engine::Engine;
+use bankbot_models::entities::Date;
 use sha2::{Digest, Sha256};
 
+use crate::executor::Executor;
 use crate::settings::BotSettings;
 use crate::store::{
     self, Author, Conversation, ConversationState, Event, EventKind, Message, NewConversation,
@@ -34,11 +37,13 @@ pub const MAX_COMMENT_BYTES: usize = 2048;
 /// conversation on in the meantime.
 const MAX_TURN_ATTEMPTS: usize = 10;
 
-/// The loaded NLU: the inference engine and the replies per intent.
+/// The loaded NLU and dialog: the inference engine, the bot's own texts,
+/// and the dialog executor (the catalogue's flows and the bank connector).
 #[derive(Debug)]
 pub struct Nlu {
     pub engine: Engine,
     pub responder: Responder,
+    pub dialog: Executor,
 }
 
 /// What went wrong, in terms a caller can act on.
@@ -274,10 +279,60 @@ impl Conversations {
                     other => ServiceError::Internal(other.to_string()),
                 })?;
             let prediction = classified.prediction;
-            let (replies, state_after) =
-                self.nlu
-                    .responder
-                    .replies(&prediction, conversation.turns, cards_masked > 0);
+            // The dialog state as stored with the last turn; a state this
+            // version cannot read starts the dialog afresh (and says so in
+            // the log) rather than refusing the customer.
+            let dialog_state: DialogState = if conversation.dialog_state.is_empty() {
+                DialogState::default()
+            } else {
+                serde_json::from_str(&conversation.dialog_state).unwrap_or_else(|e| {
+                    tracing::warn!(conversation_id, error = %e, "unreadable dialog state; starting afresh");
+                    DialogState::default()
+                })
+            };
+            let dialog_nlu = crate::executor::Nlu {
+                ranking: prediction
+                    .ranking
+                    .iter()
+                    .map(|r| (r.name.clone(), r.confidence))
+                    .collect(),
+                out_of_scope: prediction.out_of_scope,
+            };
+            let (dialog_after, report) = self
+                .nlu
+                .dialog
+                .handle(
+                    customer,
+                    conversation_id,
+                    &dialog_state,
+                    &masked.text,
+                    &dialog_nlu,
+                    Date::today_utc(),
+                )
+                .await;
+            let mut replies = Vec::with_capacity(report.replies.len() + 1);
+            if cards_masked > 0 {
+                replies.push(self.nlu.responder.card_warning());
+            }
+            replies.extend(report.replies.iter().map(|(text, quick)| {
+                store::Reply {
+                    text: text.clone(),
+                    quick_replies: quick
+                        .iter()
+                        .map(|q| crate::catalogue::QuickReply {
+                            title: q.clone(),
+                            payload: q.clone(),
+                        })
+                        .collect(),
+                }
+            }));
+            let state_after = if dialog_after.escalated {
+                ConversationState::Handoff
+            } else {
+                ConversationState::Active
+            };
+            let dialog_json = serde_json::to_string(&dialog_after)
+                .map_err(|e| ServiceError::Internal(format!("dialog state: {e}")))?;
             let nlu = NluRecord {
                 intent: prediction.intent.name.clone(),
                 confidence: prediction.intent.confidence,
@@ -297,6 +352,7 @@ impl Conversations {
                 nlu: nlu.clone(),
                 replies,
                 state_after,
+                dialog_state: dialog_json,
                 expected_last_sequence: conversation.last_sequence,
             };
             // Commit and publish in a task of their own: a caller that goes

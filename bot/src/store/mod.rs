@@ -233,6 +233,8 @@ pub struct NewTurn {
     pub nlu: NluRecord,
     pub replies: Vec<Reply>,
     pub state_after: ConversationState,
+    /// The dialog engine's state after the turn (JSON), stored with it.
+    pub dialog_state: String,
     /// The conversation's `last_sequence` when the answer was decided.
     pub expected_last_sequence: u64,
 }
@@ -568,11 +570,12 @@ impl Store {
                 events.push(e);
             }
             sqlx::query(
-                "UPDATE conversations SET last_sequence = $1, state = $2, turns = turns + 1 \
-                 WHERE id = $3",
+                "UPDATE conversations SET last_sequence = $1, state = $2, dialog_state = $3, \
+                 turns = turns + 1 WHERE id = $4",
             )
             .bind(seq(next))
             .bind(turn.state_after.as_str())
+            .bind(&turn.dialog_state)
             .bind(&turn.conversation_id)
             .execute(&mut *tx)
             .await?;
