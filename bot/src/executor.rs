@@ -113,9 +113,9 @@ impl Executor {
                 .iter()
                 .map(|a| named(&a.id, &a.name, a.nicknames.clone()))
                 .collect(),
+            // Blocked cards stay listed: they are the ones to replace.
             cards: cards
                 .iter()
-                .filter(|c| c.status != CardStatus::Blocked)
                 .map(|c| {
                     // "visa", "credit", "4471": any distinctive word of the name.
                     let mut aliases: Vec<String> = c
