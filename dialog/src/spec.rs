@@ -380,6 +380,9 @@ pub struct Flows {
     pub policy: Policy,
     /// Human-readable intent names for "did you mean" quick replies.
     pub labels: BTreeMap<String, String>,
+    /// Quick replies whose button title differs from what they send:
+    /// payload -> title. The engine works with payloads only.
+    pub quick_reply_titles: BTreeMap<String, String>,
 }
 
 /// Why compiled flows cannot run.

@@ -139,6 +139,7 @@ fn flows() -> Flows {
     Flows {
         flows,
         labels,
+        quick_reply_titles: BTreeMap::new(),
         policy: Policy {
             intents: GlobalIntents {
                 cancel: "cancel".into(),

@@ -539,10 +539,20 @@ impl Catalogue {
             .as_ref()
             .and_then(|i| i.responses.first())
             .map_or_else(|| bot.fallback.clone(), |r| r.text.clone());
+        let quick_reply_titles = self
+            .intents
+            .iter()
+            .chain(self.out_of_scope.as_ref())
+            .flat_map(|i| i.responses.iter())
+            .flat_map(|r| r.quick_replies.iter())
+            .filter(|q| q.title != q.payload)
+            .map(|q| (q.payload.clone(), q.title.clone()))
+            .collect();
         Flows {
             flows,
             policy,
             labels,
+            quick_reply_titles,
         }
     }
 }

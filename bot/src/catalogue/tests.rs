@@ -258,7 +258,10 @@ fn flows_compile_and_reach_the_engine() {
         "transfer_money",
         "  slots:\n    - {name: amount, type: amount, prompt: How much?}\n    - {name: payee, type: payee, prompt: Who to?}\n    - {name: from, type: account, prompt: From which account?}\n  confirm: \"Send {amount} to {payee}?\"\n  requires_auth: step_up\n  action: transfer\n  outcomes:\n    success: \"Sent {amount}, ref {result.reference}.\"\n",
     );
-    let faq = format!("{}responses:\n  - Nine to five.\n", intent("branch_hours"));
+    let faq = format!(
+        "{}responses:\n  - text: Nine to five.\n    quick_replies:\n      - {{title: Talk to a person, payload: talk to a human}}\n",
+        intent("branch_hours")
+    );
     let (cat, diags) = load(&[
         ("transfer_money.yaml", transfer.as_bytes()),
         ("branch_hours.yaml", faq.as_bytes()),
@@ -276,6 +279,16 @@ fn flows_compile_and_reach_the_engine() {
             .as_ref()
             .map(|a| a.text.as_str()),
         Some("Nine to five.")
+    );
+    // The engine sends payloads; the service shows their titles.
+    let quick = flows.flows["branch_hours"]
+        .answer
+        .as_ref()
+        .map(|a| a.quick_replies.clone());
+    assert_eq!(quick, Some(vec!["talk to a human".to_owned()]));
+    assert_eq!(
+        flows.quick_reply_titles["talk to a human"],
+        "Talk to a person"
     );
 }
 

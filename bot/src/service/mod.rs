@@ -320,7 +320,14 @@ impl Conversations {
                     quick_replies: quick
                         .iter()
                         .map(|q| crate::catalogue::QuickReply {
-                            title: q.clone(),
+                            title: self
+                                .nlu
+                                .dialog
+                                .flows
+                                .quick_reply_titles
+                                .get(q)
+                                .unwrap_or(q)
+                                .clone(),
                             payload: q.clone(),
                         })
                         .collect(),
