@@ -446,9 +446,22 @@ fn date_at(toks: &[Tok<'_>], i: usize, ctx: &Context) -> Option<Found> {
         }
         // A lone day needs "the" or an ordinal suffix, and must not be the
         // start of "the 5 days" or a count.
-        let lone = (k > i && ordinal)
+        // "the second one" is not a date: an ordinal word alone is a day
+        // only after "on", "since", "by"… ("on the second").
+        let word_day_ok = toks[j].kind != Kind::Word
+            || (i > 0
+                && is_word(
+                    toks,
+                    i - 1,
+                    &[
+                        "on", "since", "by", "until", "till", "from", "before", "after",
+                    ],
+                ));
+        let lone = ((k > i && ordinal)
             || (k > i && toks[j].kind == Kind::Num && unit_at(toks, next).is_none())
-            || (ordinal && toks[j].kind == Kind::Num);
+            || (ordinal && toks[j].kind == Kind::Num))
+            && word_day_ok
+            && !is_word(toks, next, &["one", "ones"]);
         let glued_sep = toks.get(next).is_some_and(|t| {
             t.glued && t.kind == Kind::Sym && !t.sym(',') && !t.sym('?') && !t.sym('!')
         });
@@ -760,6 +773,42 @@ fn period(toks: &[Tok<'_>], i: usize, ctx: &Context) -> Option<(DateRange, usize
     let mut j = i;
     if is_word(toks, j, &["the"]) {
         j += 1;
+    }
+    // "the week before last", "the month before last"
+    if j > i && is_word(toks, j + 1, &["before"]) && is_word(toks, j + 2, &["last"]) {
+        match word(toks, j)? {
+            "week" => {
+                let start = r.week_start()?.add_days(-14)?;
+                return Some((
+                    DateRange {
+                        from: start,
+                        to: start.add_days(6)?,
+                    },
+                    j + 3,
+                ));
+            }
+            "month" => {
+                let first = r.month_start().add_months(-2)?;
+                return Some((
+                    DateRange {
+                        from: first,
+                        to: first.month_end(),
+                    },
+                    j + 3,
+                ));
+            }
+            "year" => {
+                let y = r.year() - 2;
+                return Some((
+                    DateRange {
+                        from: Date::new(y, 1, 1)?,
+                        to: Date::new(y, 12, 31)?,
+                    },
+                    j + 3,
+                ));
+            }
+            _ => {}
+        }
     }
     let which = word(toks, j)?;
     let offset: i64 = match which {

@@ -451,3 +451,29 @@ fn weekends_and_always() {
     let e = one("taken last night", EntityKind::Date);
     assert_eq!(e.text, "last night");
 }
+
+#[test]
+fn ordinals_that_are_not_days_and_the_week_before_last() {
+    assert!(
+        extract(
+            "freeze my credit card, I have 2 and it's the second one",
+            &ctx()
+        )
+        .is_empty()
+    );
+    let e = one("paid on the second", EntityKind::Date);
+    assert_eq!(
+        serde_json::to_string(&e.value).expect("json"),
+        "\"2024-03-02\""
+    );
+    let e = one("spending for the week before last", EntityKind::DateRange);
+    assert_eq!(
+        serde_json::to_string(&e.value).expect("json"),
+        r#"{"from":"2024-02-26","to":"2024-03-03"}"#
+    );
+    let e = one("the month before last", EntityKind::DateRange);
+    assert_eq!(
+        serde_json::to_string(&e.value).expect("json"),
+        r#"{"from":"2024-01-01","to":"2024-01-31"}"#
+    );
+}
