@@ -428,6 +428,13 @@ pub fn load_file(path: &Path, diags: &mut Vec<Diagnostic>) -> Option<Intent> {
             Err(msg) => diags.push(Diagnostic::error(path, node.pos, msg)),
         }
     }
+    if file.flow.is_some() && !file.responses.is_empty() {
+        diags.push(Diagnostic::warning(
+            path,
+            root.key("responses").map_or(root.pos, |n| n.pos),
+            "`responses` are not used: this intent's `flow` answers it (write the reply as `flow.answer` or under `outcomes`)",
+        ));
+    }
     let flow = match (&file.flow, root.get("flow")) {
         (Some(spec), Some(node)) => flows::compile(&file.intent, spec, node, path, diags),
         _ => None,

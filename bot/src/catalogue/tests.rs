@@ -375,3 +375,18 @@ fn broken_flows_are_errors_at_their_position() {
     let (_, diags) = load(&[("freeze_card.yaml", bad.as_bytes())]);
     insta::assert_snapshot!(diags, @"DIR/freeze_card.yaml:20:5: error: unreachable response: `freeze_card` never ends in `insufficient_funds`");
 }
+
+#[test]
+fn responses_beside_a_flow_are_a_warning() {
+    let both = format!(
+        "{}responses:\n  - Unused.\nflow:\n  answer: Hello.\n",
+        intent("greet")
+    );
+    let other = intent("thanks");
+    let (cat, diags) = load(&[
+        ("greet.yaml", both.as_bytes()),
+        ("thanks.yaml", other.as_bytes()),
+    ]);
+    assert!(cat.is_some());
+    insta::assert_snapshot!(diags, @"DIR/greet.yaml:14:1: warning: `responses` are not used: this intent's `flow` answers it (write the reply as `flow.answer` or under `outcomes`)");
+}
