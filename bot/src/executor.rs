@@ -46,6 +46,19 @@ pub struct Nlu {
     pub out_of_scope: bool,
 }
 
+impl From<&bankbot_models::classifier::Prediction> for Nlu {
+    fn from(p: &bankbot_models::classifier::Prediction) -> Nlu {
+        Nlu {
+            ranking: p
+                .ranking
+                .iter()
+                .map(|r| (r.name.clone(), r.confidence))
+                .collect(),
+            out_of_scope: p.out_of_scope,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Executor {
     pub flows: Arc<Flows>,

@@ -398,31 +398,17 @@ pub fn compile(
     if !(threshold > 0.0 && threshold <= 1.0) {
         cx.error(at("threshold"), "`threshold` must be above 0 and at most 1");
     }
+    let (p, skill) = (
+        priority(spec.escalate.priority),
+        spec.escalate
+            .skill
+            .clone()
+            .unwrap_or_else(|| "general".into()),
+    );
     let escalate = match spec.escalate.when {
-        EscalateWhen::OnRequest => EscalatePolicy::OnRequest {
-            priority: priority(spec.escalate.priority),
-            skill: spec
-                .escalate
-                .skill
-                .clone()
-                .unwrap_or_else(|| "general".into()),
-        },
-        EscalateWhen::Offer => EscalatePolicy::Offer {
-            priority: priority(spec.escalate.priority),
-            skill: spec
-                .escalate
-                .skill
-                .clone()
-                .unwrap_or_else(|| "general".into()),
-        },
-        EscalateWhen::Immediately => EscalatePolicy::Immediately {
-            priority: priority(spec.escalate.priority),
-            skill: spec
-                .escalate
-                .skill
-                .clone()
-                .unwrap_or_else(|| "general".into()),
-        },
+        EscalateWhen::OnRequest => EscalatePolicy::OnRequest { priority: p, skill },
+        EscalateWhen::Offer => EscalatePolicy::Offer { priority: p, skill },
+        EscalateWhen::Immediately => EscalatePolicy::Immediately { priority: p, skill },
     };
     (cx.errors == 0).then(|| Flow {
         intent: intent.to_owned(),

@@ -5,7 +5,7 @@
 
 use std::io::{IsTerminal, Write};
 
-use bankbot_models::engine::{EngineConfig, MAX_TEXT_BYTES};
+use bankbot_models::engine::MAX_TEXT_BYTES;
 
 use std::sync::Arc;
 
@@ -14,9 +14,8 @@ use bankbot_dialog::state::State;
 use bankbot_models::entities::Date;
 use bankbot_models::entities::eval::value_text;
 
-use crate::catalogue;
 use crate::cli::ChatArgs;
-use crate::commands::load_engine;
+use crate::commands::local_dialog;
 use crate::executor::{Executor, Nlu, stage_name};
 use crate::input::{self, Line};
 use crate::paths::Paths;
@@ -25,22 +24,11 @@ use crate::paths::Paths;
 const MAX_LINE_BYTES: usize = MAX_TEXT_BYTES;
 
 pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
-    let engine = load_engine(
-        paths,
-        &args.source,
-        EngineConfig {
-            top_k: 3,
-            ..EngineConfig::default()
-        },
-    )?;
-    let (cat, _) = catalogue::load_dir(&args.source.intents).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let (engine, flows, rt) = local_dialog(paths, &args.source)?;
     let exec = Executor {
-        flows: Arc::new(cat.flows(&crate::settings::BotSettings::default())),
+        flows,
         bank: Arc::new(MemoryBank::new()),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let mut state = State::default();
     let interactive = std::io::stdin().is_terminal();
     if interactive {
@@ -82,14 +70,7 @@ pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
         match engine.classify_blocking(text) {
             Ok(c) => {
                 let p = c.prediction;
-                let nlu = Nlu {
-                    ranking: p
-                        .ranking
-                        .iter()
-                        .map(|r| (r.name.clone(), r.confidence))
-                        .collect(),
-                    out_of_scope: p.out_of_scope,
-                };
+                let nlu = Nlu::from(&p);
                 if p.out_of_scope {
                     println!(
                         "  out of scope (score {:.2}; the bot would say it cannot help with this)",

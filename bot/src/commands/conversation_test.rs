@@ -12,14 +12,13 @@ use anyhow::{Context as _, bail};
 use bankbot_connectors::memory::{Fault, MemoryBank};
 use bankbot_connectors::{ConnectorError, TransferOutcome};
 use bankbot_dialog::state::State;
-use bankbot_models::engine::EngineConfig;
 use bankbot_models::entities::Date;
 use bankbot_models::entities::eval::value_text;
 use serde::Deserialize;
 
 use crate::catalogue;
 use crate::cli::TestArgs;
-use crate::commands::load_engine;
+use crate::commands::local_dialog;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::executor::{Executor, Nlu, stage_name};
 use crate::paths::Paths;
@@ -201,20 +200,7 @@ pub fn run(paths: &Paths, args: &TestArgs) -> anyhow::Result<bool> {
     if !diags.is_empty() {
         bail!("{}", Diagnostics(diags));
     }
-    let (cat, _) = catalogue::load_dir(&args.source.intents).map_err(|d| anyhow::anyhow!("{d}"))?;
-    let flows = Arc::new(cat.flows(&crate::settings::BotSettings::default()));
-    let engine = load_engine(
-        paths,
-        &args.source,
-        EngineConfig {
-            top_k: 3,
-            ..EngineConfig::default()
-        },
-    )?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting a runtime")?;
+    let (engine, flows, rt) = local_dialog(paths, &args.source)?;
     let (mut passed, mut failed) = (0usize, 0usize);
     for s in &scripts {
         let bank = Arc::new(MemoryBank::new());
@@ -245,15 +231,7 @@ pub fn run(paths: &Paths, args: &TestArgs) -> anyhow::Result<bool> {
                     let c = engine
                         .classify_blocking(&turn.user)
                         .with_context(|| format!("classifying {:?}", turn.user))?;
-                    Nlu {
-                        ranking: c
-                            .prediction
-                            .ranking
-                            .iter()
-                            .map(|r| (r.name.clone(), r.confidence))
-                            .collect(),
-                        out_of_scope: c.prediction.out_of_scope,
-                    }
+                    Nlu::from(&c.prediction)
                 }
             };
             let conversation = format!("test:{}", s.script.name);

@@ -86,3 +86,31 @@ fn read_payees(
         })
         .collect())
 }
+
+/// What `chat` and `test` run a conversation with: the engine (model from
+/// `source`), the catalogue's flows with the default bot texts, and a
+/// single-threaded runtime for the executor's connector calls.
+pub fn local_dialog(
+    paths: &Paths,
+    source: &ModelSource,
+) -> anyhow::Result<(
+    Engine,
+    std::sync::Arc<bankbot_dialog::Flows>,
+    tokio::runtime::Runtime,
+)> {
+    let (cat, _) =
+        crate::catalogue::load_dir(&source.intents).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let flows = std::sync::Arc::new(cat.flows(&crate::settings::BotSettings::default()));
+    let engine = load_engine(
+        paths,
+        source,
+        EngineConfig {
+            top_k: 3,
+            ..EngineConfig::default()
+        },
+    )?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok((engine, flows, rt))
+}

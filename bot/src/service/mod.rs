@@ -290,14 +290,7 @@ impl Conversations {
                     DialogState::default()
                 })
             };
-            let dialog_nlu = crate::executor::Nlu {
-                ranking: prediction
-                    .ranking
-                    .iter()
-                    .map(|r| (r.name.clone(), r.confidence))
-                    .collect(),
-                out_of_scope: prediction.out_of_scope,
-            };
+            let dialog_nlu = crate::executor::Nlu::from(&prediction);
             let (dialog_after, report) = self
                 .nlu
                 .dialog
