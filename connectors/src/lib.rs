@@ -8,6 +8,7 @@
 //! issue 5 behind the same trait.
 
 pub mod memory;
+pub mod resilience;
 
 use std::future::Future;
 use std::pin::Pin;
