@@ -185,9 +185,6 @@ impl Executor {
                         aliases: p.aliases.clone(),
                     })
                     .collect();
-                // A flow collecting a date for the future (a scheduled
-                // payment) reads "Friday" forwards.
-                ctx.prefer_future = false;
                 let found = entities::extract(text, &ctx);
                 report.entities = found.clone();
                 Event::Turn(Turn {

@@ -7,8 +7,8 @@ use bankbot_entities::{DateRange, Entity, EntityValue};
 
 use crate::render;
 use crate::spec::{
-    AuthLevel, EscalatePolicy, Flow, Flows, OutcomeKind, Priority, Rule, SlotKind, SlotSpec,
-    Template,
+    AuthLevel, EscalatePolicy, Flow, Flows, OutcomeKind, Policy, Priority, Rule, SlotKind,
+    SlotSpec, Template,
 };
 use crate::state::{
     Action, ActiveFlow, Choice, CustomerFacts, EscalationReason, Event, HumanOffer, Money, Named,
@@ -287,7 +287,7 @@ impl Run<'_> {
             },
         };
         if let Some(t) = turn {
-            let notes = fill_slots(flow, &mut active, t, &self.flows.policy.currency, None);
+            let notes = fill_slots(flow, &mut active, t, &self.flows.policy, None);
             for n in notes {
                 self.reply(n, Vec::new());
             }
@@ -406,7 +406,7 @@ impl Run<'_> {
         match active.stage.clone() {
             Stage::Confirming => {
                 let before = active.slots.clone();
-                let notes = fill_slots(flow, &mut active, turn, &p.currency, None);
+                let notes = fill_slots(flow, &mut active, turn, p, None);
                 if active.slots != before || !notes.is_empty() {
                     // A correction: "no, make it 60".
                     for n in notes {
@@ -447,7 +447,7 @@ impl Run<'_> {
                 true
             }
             Stage::Collecting { slot, attempts } => {
-                let notes = fill_slots(flow, &mut active, turn, &p.currency, Some(&slot));
+                let notes = fill_slots(flow, &mut active, turn, p, Some(&slot));
                 let filled = active.slots.contains_key(&slot);
                 if filled {
                     self.st.failures = 0;
@@ -716,7 +716,7 @@ fn fill_slots(
     flow: &Flow,
     active: &mut ActiveFlow,
     turn: &Turn,
-    currency: &str,
+    policy: &Policy,
     asking: Option<&str>,
 ) -> Vec<String> {
     let mut notes = Vec::new();
@@ -728,7 +728,7 @@ fn fill_slots(
         if !is_asked && !unique_kind {
             continue;
         }
-        match read_slot(slot, turn, currency, is_asked) {
+        match read_slot(slot, turn, policy, is_asked) {
             Fill::Filled(v) => {
                 active.slots.insert(slot.name.clone(), v);
             }
@@ -771,7 +771,8 @@ fn named_in(text: &str, items: &[Named]) -> Option<Value> {
     }
 }
 
-fn read_slot(slot: &SlotSpec, turn: &Turn, currency: &str, asked: bool) -> Fill {
+fn read_slot(slot: &SlotSpec, turn: &Turn, policy: &Policy, asked: bool) -> Fill {
+    let currency = policy.currency.as_str();
     let value = match slot.kind {
         SlotKind::Amount => {
             let Some(e) = entity_of(turn, |v| matches!(v, EntityValue::Amount(_))) else {
@@ -816,7 +817,7 @@ fn read_slot(slot: &SlotSpec, turn: &Turn, currency: &str, asked: bool) -> Fill 
         SlotKind::Payee => {
             match entity_of(turn, |v| matches!(v, EntityValue::Payee(_))).map(|e| &e.value) {
                 Some(EntityValue::Payee(p)) if p.confusable => {
-                    return Fill::Invalid("That name contains look-alike characters, so I can't match it to a saved payee. Please type the payee's name again.".to_owned());
+                    return Fill::Invalid(policy.texts.suspicious_payee.clone());
                 }
                 Some(EntityValue::Payee(p)) if turn.facts.payees.iter().any(|n| n.id == p.id) => {
                     Value::Ref {

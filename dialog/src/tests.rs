@@ -170,7 +170,7 @@ fn flows() -> Flows {
                 step_up_locked: "That's too many wrong codes, so I've stopped.".into(),
                 confirm_again: "Updated.".into(),
                 too_many_attempts: "Let's stop there.".into(),
-                suspicious_payee: "That payee looks suspicious.".into(),
+                suspicious_payee: "That name has look-alike letters; please type it again.".into(),
                 default_outcomes: BTreeMap::from([
                     (
                         OutcomeKind::Unavailable,

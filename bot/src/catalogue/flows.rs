@@ -473,7 +473,7 @@ pub fn default_policy() -> Policy {
             step_up_locked: "That code didn't match again, so I've stopped for your security. Nothing has been changed.".into(),
             confirm_again: "I've updated that.".into(),
             too_many_attempts: "I'm having trouble with that, so I've stopped. Nothing has been changed.".into(),
-            suspicious_payee: "That name contains look-alike characters, so I can't match it to a saved payee.".into(),
+            suspicious_payee: "That name contains look-alike characters, so I can't match it to a saved payee. Please type the payee's name again.".into(),
             default_outcomes: BTreeMap::from([
                 (OutcomeKind::Unavailable, "Sorry, I can't reach our systems right now, so nothing has been done. Please try again in a few minutes.".to_owned()),
                 (OutcomeKind::Unknown, "We're confirming this with our systems and will tell you the result here as soon as we have it. Please don't repeat it in the meantime.".to_owned()),
