@@ -2,15 +2,28 @@
 //! NLU result, the entities and the customer's facts (from the bank),
 //! steps the engine, and executes its actions through the [`Bank`]
 //! connector, feeding outcomes back until the engine has nothing left to
-//! do. Used by `bankbot chat`, `bankbot test` and (next) the service.
+//! do. Used by `bankbot chat`, `bankbot test` and the service.
+//!
+//! Exactly-once money: a transfer's idempotency key is derived from the
+//! conversation, the call number and the transfer itself, so a turn decided
+//! again (a retry after a crash) derives the same key. With a journal (the
+//! service's store) the payment is committed as `confirmed` before the bank
+//! is called, moved to `submitted`, then to its outcome; a key already
+//! journalled with a final outcome is answered from the journal without
+//! calling the bank. Step-up codes are bound to what they authorise (the
+//! operation and every argument): verification and the call check the
+//! same binding, so any change needs a new code.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bankbot_connectors::{
-    Bank, CardChange, CardStatus, ConnectorError, Contact, Day, Money as BankMoney,
-    TransferOutcome, TransferRequest,
+    Bank, CardChange, CardStatus, CodeCheck, ConnectorError, Contact, Day, DisputeRequest,
+    Money as BankMoney, TransferOutcome, TransferRequest,
 };
+use sha2::{Digest, Sha256};
+
+use crate::store::{NewPayment, PaymentState, Store};
 use bankbot_dialog::spec::{Flows, Operation, OutcomeKind, Priority};
 use bankbot_dialog::state::{
     Action, CustomerFacts, EscalationReason, Event, Money, Named, Outcome, Stage, State, Turn,
@@ -63,6 +76,32 @@ impl From<&bankbot_models::classifier::Prediction> for Nlu {
 pub struct Executor {
     pub flows: Arc<Flows>,
     pub bank: Arc<dyn Bank>,
+    /// Where payments are committed before the bank is called (the
+    /// service's store). Offline tools (`chat`, `test`) on the in-process
+    /// bank run without one.
+    pub journal: Option<Store>,
+}
+
+/// An idempotency key (≤ 128 visible ASCII characters) for `parts`.
+pub fn derive_key(kind: &str, parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    format!("bb-{kind}-{}", &hex::encode(h.finalize())[..40])
+}
+
+/// What a step-up code authorises: the operation and all its arguments in
+/// this conversation.
+pub fn binding(conversation: &str, operation: Operation, args: &BTreeMap<String, Value>) -> String {
+    let canonical = serde_json::to_string(args).unwrap_or_default();
+    let mut h = Sha256::new();
+    for p in [conversation, operation.name(), &canonical] {
+        h.update(p.as_bytes());
+        h.update([0u8]);
+    }
+    hex::encode(h.finalize())
 }
 
 /// A short name of where the dialog is: `idle`, `collecting:<slot>`,
@@ -165,14 +204,7 @@ impl Executor {
             Some(Stage::AwaitingStepUp { .. })
         );
         let event = match looks_like_code(text).filter(|_| awaiting_code) {
-            Some(code) => {
-                let verified = self
-                    .bank
-                    .verify_code(customer, &code)
-                    .await
-                    .unwrap_or(false);
-                Event::StepUp { verified }
-            }
+            Some(code) => self.verify(customer, conversation, state, code).await,
             None => {
                 let facts = self.facts(customer).await;
                 let mut ctx = Context::new(today);
@@ -201,6 +233,39 @@ impl Executor {
             .run(customer, conversation, state, event, &mut report)
             .await;
         (state, report)
+    }
+
+    /// Checks a typed code against the code sent for the step-up in
+    /// progress and what it was sent to authorise. The verification key
+    /// covers the code and its id, so a turn retried after a crash gets
+    /// the bank's first verdict again.
+    async fn verify(
+        &self,
+        customer: &str,
+        conversation: &str,
+        state: &State,
+        code: String,
+    ) -> Event {
+        let (Some(active), Some(code_id)) = (state.active.as_ref(), state.step_up_code.as_ref())
+        else {
+            return Event::StepUp { verified: false };
+        };
+        let Some(op) = self.flows.flows.get(&active.intent).and_then(|f| f.action) else {
+            return Event::StepUp { verified: false };
+        };
+        let check = CodeCheck {
+            code_id: code_id.clone(),
+            code: code.clone(),
+            binding: binding(conversation, op, &active.slots),
+        };
+        let key = derive_key("verify", &[conversation, code_id, &code]);
+        match self.bank.verify_code(customer, &check, &key).await {
+            Ok(verified) => Event::StepUp { verified },
+            Err(e) => {
+                tracing::warn!(conversation, error = %e, "could not check a one-time code");
+                Event::StepUpUnavailable
+            }
+        }
     }
 
     /// Feeds an event (and the outcomes of the actions it causes) through
@@ -247,14 +312,24 @@ impl Executor {
                     }
                     Action::RequestStepUp { operation } => {
                         report.step_up_requested = true;
-                        if self
+                        let args = state
+                            .active
+                            .as_ref()
+                            .map(|a| a.slots.clone())
+                            .unwrap_or_default();
+                        let bound = binding(conversation, operation, &args);
+                        match self
                             .bank
-                            .send_code(customer, operation.name())
+                            .send_code(customer, operation.name(), &bound)
                             .await
-                            .is_err()
                         {
-                            // No code could be sent: the flow cannot go on.
-                            pending.push(Event::StepUpUnavailable);
+                            Ok(code_id) => state.step_up_code = Some(code_id),
+                            Err(e) => {
+                                // No code could be sent: the flow cannot go on.
+                                tracing::warn!(conversation, error = %e, "could not send a one-time code");
+                                state.step_up_code = None;
+                                pending.push(Event::StepUpUnavailable);
+                            }
                         }
                     }
                     Action::Escalate {
@@ -286,6 +361,15 @@ impl Executor {
             _ => Err(ConnectorError::Invalid(format!("missing `{name}`"))),
         };
         let mut data = BTreeMap::new();
+        // Stable for this call of this conversation with these arguments.
+        let key = derive_key(
+            op.name(),
+            &[
+                conversation,
+                &call.to_string(),
+                &binding(conversation, op, args),
+            ],
+        );
         let result: Result<OutcomeKind, ConnectorError> = async {
             match op {
                 Operation::GetBalance => {
@@ -325,13 +409,16 @@ impl Executor {
                 }
                 Operation::Transfer => {
                     let request = TransferRequest {
-                        idempotency_key: format!("{conversation}:{call}"),
+                        idempotency_key: key.clone(),
                         from_account: reference("from")?,
                         payee: reference("payee")?,
                         amount: money("amount")?,
                     };
-                    match self.bank.transfer(customer, &request).await {
-                        Ok(TransferOutcome::Settled { reference }) => {
+                    match self.pay(customer, conversation, &request).await {
+                        Ok(
+                            TransferOutcome::Settled { reference }
+                            | TransferOutcome::Accepted { reference },
+                        ) => {
                             data.insert("reference".to_owned(), reference);
                             Ok(OutcomeKind::Success)
                         }
@@ -340,8 +427,10 @@ impl Executor {
                         }
                         Ok(TransferOutcome::LimitExceeded) => Ok(OutcomeKind::LimitExceeded),
                         Ok(TransferOutcome::Rejected { .. }) => Ok(OutcomeKind::Rejected),
-                        // A timeout after sending may have moved money.
-                        Ok(TransferOutcome::Unknown) | Err(ConnectorError::Timeout) => {
+                        // A timeout or an unreadable answer after sending
+                        // may have moved money.
+                        Ok(TransferOutcome::Unknown)
+                        | Err(ConnectorError::Timeout | ConnectorError::Malformed(_)) => {
                             Ok(OutcomeKind::Unknown)
                         }
                         Err(e) => Err(e),
@@ -349,26 +438,26 @@ impl Executor {
                 }
                 Operation::BlockCard => {
                     self.bank
-                        .change_card(customer, &reference("card")?, CardChange::Block)
+                        .change_card(customer, &reference("card")?, CardChange::Block, &key)
                         .await?;
                     Ok(OutcomeKind::Success)
                 }
                 Operation::FreezeCard => {
                     self.bank
-                        .change_card(customer, &reference("card")?, CardChange::Freeze)
+                        .change_card(customer, &reference("card")?, CardChange::Freeze, &key)
                         .await?;
                     Ok(OutcomeKind::Success)
                 }
                 Operation::UnfreezeCard => {
                     self.bank
-                        .change_card(customer, &reference("card")?, CardChange::Unfreeze)
+                        .change_card(customer, &reference("card")?, CardChange::Unfreeze, &key)
                         .await?;
                     Ok(OutcomeKind::Success)
                 }
                 Operation::ReplaceCard => {
                     let new = self
                         .bank
-                        .replace_card(customer, &reference("card")?)
+                        .replace_card(customer, &reference("card")?, &key)
                         .await?;
                     data.insert("card".to_owned(), new.name);
                     Ok(OutcomeKind::Success)
@@ -408,10 +497,12 @@ impl Executor {
                         Some(Value::Text { text }) => text.clone(),
                         _ => String::new(),
                     };
-                    let r = self
-                        .bank
-                        .open_dispute(customer, &money("amount")?, &day_of(*date)?, &reason)
-                        .await?;
+                    let dispute = DisputeRequest {
+                        amount: money("amount")?,
+                        day: day_of(*date)?,
+                        reason,
+                    };
+                    let r = self.bank.open_dispute(customer, &dispute, &key).await?;
                     data.insert("reference".to_owned(), r);
                     Ok(OutcomeKind::Success)
                 }
@@ -424,7 +515,7 @@ impl Executor {
                     } else {
                         Contact::Phone(text.clone())
                     };
-                    self.bank.update_contact(customer, &contact).await?;
+                    self.bank.update_contact(customer, &contact, &key).await?;
                     Ok(OutcomeKind::Success)
                 }
             }
@@ -432,7 +523,12 @@ impl Executor {
         .await;
         let kind = match result {
             Ok(k) => k,
-            Err(ConnectorError::Unavailable | ConnectorError::Timeout) => OutcomeKind::Unavailable,
+            Err(
+                ConnectorError::Unavailable
+                | ConnectorError::Timeout
+                | ConnectorError::Malformed(_)
+                | ConnectorError::CircuitOpen { .. },
+            ) => OutcomeKind::Unavailable,
             Err(
                 ConnectorError::NotFound(_)
                 | ConnectorError::Refused(_)
@@ -440,5 +536,103 @@ impl Executor {
             ) => OutcomeKind::Rejected,
         };
         Outcome { kind, data }
+    }
+
+    /// Sends a transfer once: journalled as confirmed (committed) before
+    /// the bank sees it, answered from the journal when its key already
+    /// has a final outcome, and recorded with whatever the bank said.
+    async fn pay(
+        &self,
+        customer: &str,
+        conversation: &str,
+        request: &TransferRequest,
+    ) -> Result<TransferOutcome, ConnectorError> {
+        let Some(journal) = &self.journal else {
+            return self.bank.transfer(customer, request).await;
+        };
+        let new = NewPayment {
+            idempotency_key: request.idempotency_key.clone(),
+            conversation_id: conversation.to_owned(),
+            customer_id: customer.to_owned(),
+            from_account: request.from_account.clone(),
+            payee: request.payee.clone(),
+            amount_minor: request.amount.minor,
+            currency: request.amount.currency.clone(),
+        };
+        // Not journalled, not sent: a plain outage.
+        let stored = journal.confirm_payment(&new).await.map_err(|e| {
+            tracing::error!(conversation, error = %e, "cannot journal a payment; not sending it");
+            ConnectorError::Unavailable
+        })?;
+        match stored.state {
+            PaymentState::Settled => {
+                return Ok(TransferOutcome::Settled {
+                    reference: stored.detail.unwrap_or_default(),
+                });
+            }
+            PaymentState::Rejected => {
+                return Ok(TransferOutcome::Rejected {
+                    reason: stored.detail.unwrap_or_default(),
+                });
+            }
+            PaymentState::Accepted => {
+                return Ok(TransferOutcome::Accepted {
+                    reference: stored.detail.unwrap_or_default(),
+                });
+            }
+            PaymentState::Confirmed | PaymentState::Submitted | PaymentState::Unknown => {}
+        }
+        journal
+            .move_payment(
+                &new.idempotency_key,
+                &[PaymentState::Confirmed, PaymentState::Unknown],
+                PaymentState::Submitted,
+                None,
+            )
+            .await
+            .map_err(|e| {
+                tracing::error!(conversation, error = %e, "cannot journal a payment; not sending it");
+                ConnectorError::Unavailable
+            })?;
+        let outcome = self.bank.transfer(customer, request).await;
+        let (state, detail) = match &outcome {
+            Ok(TransferOutcome::Settled { reference }) => {
+                (PaymentState::Settled, Some(reference.clone()))
+            }
+            Ok(TransferOutcome::Accepted { reference }) => {
+                (PaymentState::Accepted, Some(reference.clone()))
+            }
+            Ok(TransferOutcome::InsufficientFunds) => (
+                PaymentState::Rejected,
+                Some("insufficient funds".to_owned()),
+            ),
+            Ok(TransferOutcome::LimitExceeded) => {
+                (PaymentState::Rejected, Some("limit exceeded".to_owned()))
+            }
+            Ok(TransferOutcome::Rejected { reason }) => {
+                (PaymentState::Rejected, Some(reason.clone()))
+            }
+            // Sent without a verdict: the reconciler asks the bank (and
+            // sends it again under the same key if the bank never got it).
+            Ok(TransferOutcome::Unknown)
+            | Err(ConnectorError::Timeout | ConnectorError::Malformed(_)) => {
+                (PaymentState::Unknown, None)
+            }
+            // Never reached the bank, and the customer is told so: final.
+            Err(e) => (PaymentState::Rejected, Some(format!("not sent: {e}"))),
+        };
+        if let Err(e) = journal
+            .move_payment(
+                &new.idempotency_key,
+                &[PaymentState::Submitted],
+                state,
+                detail.as_deref(),
+            )
+            .await
+        {
+            // The row stays `submitted`; the reconciler finishes it.
+            tracing::error!(conversation, error = %e, "cannot record a payment's outcome");
+        }
+        outcome
     }
 }

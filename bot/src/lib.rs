@@ -4,10 +4,12 @@
 //! acquisition, and the `bankbot` subcommands that train, evaluate and run the
 //! NLU from `bankbot-models`; and the conversation service: settings,
 //! storage (sqlx), the turn loop (`service`) and its gRPC edge (`grpc`, with
-//! JWT `auth`). Later it hosts the dialog engine and escalation queue.
+//! JWT `auth`), the dialog `executor` around `bankbot-dialog`, and the
+//! `bank` connector choice with the payment reconciler.
 
 pub mod atomic;
 pub mod auth;
+pub mod bank;
 pub mod catalogue;
 pub mod cli;
 pub mod commands;

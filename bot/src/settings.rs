@@ -5,6 +5,7 @@
 //! same way whatever its source, and an unknown key or a wrong type names the
 //! key and where it came from.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,55 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub storage: StorageSettings,
     pub bot: BotSettings,
+    pub bank: BankSettings,
+}
+
+/// The bank connector: where the bank API is and how patiently to call it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BankSettings {
+    /// The bank API up to its prefix, e.g.
+    /// `https://bank.example/open-banking/v3.1`. Empty: the in-process demo
+    /// bank (nothing real; for trying the bot out).
+    pub url: String,
+    /// Start the sandbox bank in this process and use it (`--sandbox`).
+    pub sandbox: bool,
+    /// Where the sandbox bank listens (`127.0.0.1:0` picks a free port).
+    pub sandbox_listen: String,
+    /// A file holding the bearer token the bank issued to bankbot.
+    pub token_file: Option<PathBuf>,
+    /// Deadline of one bank operation, retries included.
+    pub deadline_ms: u64,
+    /// Deadlines of named operations (`transfer = 8000`).
+    pub deadlines_ms: BTreeMap<String, u64>,
+    /// Larger answers from the bank are refused.
+    pub max_response_kib: u64,
+    /// PEM CA certificate(s) to trust for the bank's TLS, besides public roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key for mutual TLS with the bank.
+    pub client_identity_file: Option<PathBuf>,
+    /// How often the reconciler looks for payments without a final outcome.
+    pub reconcile_interval_ms: u64,
+    /// A payment untouched this long is the reconciler's to finish.
+    pub reconcile_after_ms: u64,
+}
+
+impl Default for BankSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            sandbox: false,
+            sandbox_listen: "127.0.0.1:8787".into(),
+            token_file: None,
+            deadline_ms: 5_000,
+            deadlines_ms: BTreeMap::new(),
+            max_response_kib: 1_024,
+            ca_file: None,
+            client_identity_file: None,
+            reconcile_interval_ms: 2_000,
+            reconcile_after_ms: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +254,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             storage: StorageSettings::default(),
             bot: BotSettings::default(),
+            bank: BankSettings::default(),
         }
     }
 }
@@ -305,6 +356,10 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ),
     ("BANKBOT_SQLITE_SYNCHRONOUS", "storage.sqlite_synchronous"),
     ("BANKBOT_DB_MAX_CONNECTIONS", "storage.max_connections"),
+    ("BANKBOT_BANK_URL", "bank.url"),
+    ("BANKBOT_SANDBOX", "bank.sandbox"),
+    ("BANKBOT_BANK_TOKEN_FILE", "bank.token_file"),
+    ("BANKBOT_BANK_DEADLINE_MS", "bank.deadline_ms"),
 ];
 
 /// A settings problem, naming the source.
@@ -425,6 +480,33 @@ impl Settings {
                 "database_url must be a postgres:// URL (or empty for the embedded SQLite database), got {}",
                 self.database_url.masked()
             ));
+        }
+        let b = &self.bank;
+        if b.sandbox && !b.url.is_empty() {
+            return bad("bank.url and bank.sandbox (--sandbox) exclude each other".into());
+        }
+        if !b.url.is_empty() && !b.url.starts_with("https://") && !b.url.starts_with("http://") {
+            return bad(format!("bank.url must be an http(s) URL, got `{}`", b.url));
+        }
+        if b.sandbox && b.sandbox_listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "bank.sandbox_listen `{}` is not an address like 127.0.0.1:8787",
+                b.sandbox_listen
+            ));
+        }
+        if b.deadline_ms == 0 || b.deadline_ms > 120_000 {
+            return bad("bank.deadline_ms must be between 1 and 120000".into());
+        }
+        if let Some((op, _)) = b.deadlines_ms.iter().find(|(op, ms)| {
+            !bankbot_connectors::http::OPERATIONS.contains(&op.as_str()) || **ms == 0
+        }) {
+            return bad(format!(
+                "bank.deadlines_ms.{op}: not an operation ({}) or zero",
+                bankbot_connectors::http::OPERATIONS.join(", ")
+            ));
+        }
+        if b.max_response_kib == 0 || b.reconcile_interval_ms == 0 {
+            return bad("bank.max_response_kib and bank.reconcile_interval_ms must be > 0".into());
         }
         if !self.admin_listen.is_empty() && self.admin_listen.parse::<SocketAddr>().is_err() {
             return bad(format!(

@@ -2,13 +2,17 @@
 //! systems ([`Bank`]), with domain types that use exact money (integer
 //! minor units and an ISO 4217 code). Every call acts for one customer.
 //!
-//! This crate knows nothing of gRPC, storage, the NLU or the dialog. The
-//! in-process bank ([`memory::MemoryBank`]) serves demos and conversation
-//! tests; the HTTP client for a bank's API and the sandbox bank arrive with
-//! issue 5 behind the same trait.
+//! This crate knows nothing of gRPC, storage, the NLU or the dialog. Two
+//! implementations sit behind [`Bank`]: the HTTP client of the documented
+//! bank API ([`http::HttpBank`], `api/bank-api.yaml`), which the sandbox
+//! bank also serves, and an in-process bank ([`memory::MemoryBank`]) for
+//! conversation tests and offline demos. [`wire`] holds the API's bodies.
 
+#[cfg(feature = "http")]
+pub mod http;
 pub mod memory;
 pub mod resilience;
+pub mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -109,7 +113,7 @@ pub struct Card {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransferRequest {
     /// Derived from the confirming turn and stored before the call; the
-    /// same key on every retry (issue 5 makes this end to end).
+    /// same key on every retry and status query.
     pub idempotency_key: String,
     pub from_account: String,
     pub payee: String,
@@ -119,10 +123,18 @@ pub struct TransferRequest {
 /// How a transfer ended. `Unknown` means money may have moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferOutcome {
-    Settled { reference: String },
+    Settled {
+        reference: String,
+    },
+    /// Accepted by the bank and settling: the money will move.
+    Accepted {
+        reference: String,
+    },
     InsufficientFunds,
     LimitExceeded,
-    Rejected { reason: String },
+    Rejected {
+        reason: String,
+    },
     Unknown,
 }
 
@@ -133,6 +145,22 @@ pub enum CardChange {
     Unfreeze,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisputeRequest {
+    pub amount: Money,
+    pub day: Day,
+    pub reason: String,
+}
+
+/// A one-time code the customer typed, for the code `code_id`, checked
+/// against what it was sent to authorise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeCheck {
+    pub code_id: String,
+    pub code: String,
+    pub binding: String,
+}
+
 /// A new phone number or e-mail address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contact {
@@ -140,9 +168,9 @@ pub enum Contact {
     Email(String),
 }
 
-/// Why a call did not give an answer. Only `Unavailable` and `Timeout`
-/// are worth retrying; none of them means money moved (that is
-/// `TransferOutcome::Unknown`).
+/// Why a call did not give an answer. For a transfer, `Timeout` and
+/// `Malformed` after sending mean money may have moved: the caller treats
+/// them as `TransferOutcome::Unknown`, never as a failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConnectorError {
     #[error("the bank's system is unavailable")]
@@ -155,11 +183,21 @@ pub enum ConnectorError {
     Refused(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The answer broke the API's contract (bad JSON, wrong types, an
+    /// error inside a 200, too large).
+    #[error("the bank's answer could not be understood: {0}")]
+    Malformed(String),
+    /// Failing fast: the circuit breaker is open after repeated failures.
+    #[error("the bank's system is failing; not calling it for {retry_after_ms} ms")]
+    CircuitOpen { retry_after_ms: u64 },
 }
 
 pub type Result<T> = std::result::Result<T, ConnectorError>;
 
 /// Everything the bot may ask of the bank, for the customer `customer`.
+///
+/// Calls that change something take an idempotency key: the same key with
+/// the same arguments gives the original result, however often it is sent.
 pub trait Bank: Send + Sync + std::fmt::Debug {
     fn accounts<'a>(&'a self, customer: &'a str) -> BoxFuture<'a, Result<Vec<Account>>>;
     fn balance<'a>(&'a self, customer: &'a str, account: &'a str)
@@ -174,35 +212,63 @@ pub trait Bank: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Transaction>>>;
     fn payees<'a>(&'a self, customer: &'a str) -> BoxFuture<'a, Result<Vec<Payee>>>;
+    /// Submits a transfer; `Unknown` (or an error after sending) means money
+    /// may have moved, and [`Bank::transfer_status`] tells.
     fn transfer<'a>(
         &'a self,
         customer: &'a str,
         request: &'a TransferRequest,
     ) -> BoxFuture<'a, Result<TransferOutcome>>;
+    /// What became of the transfer sent with `idempotency_key`: `None` when
+    /// the bank never received it (sending it again is then safe).
+    fn transfer_status<'a>(
+        &'a self,
+        customer: &'a str,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TransferOutcome>>>;
     fn cards<'a>(&'a self, customer: &'a str) -> BoxFuture<'a, Result<Vec<Card>>>;
     fn change_card<'a>(
         &'a self,
         customer: &'a str,
         card: &'a str,
         change: CardChange,
+        idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<Card>>;
     /// Orders a replacement; returns the new card.
-    fn replace_card<'a>(&'a self, customer: &'a str, card: &'a str) -> BoxFuture<'a, Result<Card>>;
+    fn replace_card<'a>(
+        &'a self,
+        customer: &'a str,
+        card: &'a str,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Card>>;
     /// Opens a dispute; returns its reference.
     fn open_dispute<'a>(
         &'a self,
         customer: &'a str,
-        amount: &'a Money,
-        day: &'a Day,
-        reason: &'a str,
+        dispute: &'a DisputeRequest,
+        idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<String>>;
-    /// Sends a one-time code to the customer's registered phone.
-    fn send_code<'a>(&'a self, customer: &'a str, purpose: &'a str) -> BoxFuture<'a, Result<()>>;
-    /// Whether `code` is the one last sent (a code works once).
-    fn verify_code<'a>(&'a self, customer: &'a str, code: &'a str) -> BoxFuture<'a, Result<bool>>;
+    /// Sends a one-time code to the customer's registered phone, bound to
+    /// `binding` (a digest of what it authorises); returns the code's id.
+    fn send_code<'a>(
+        &'a self,
+        customer: &'a str,
+        purpose: &'a str,
+        binding: &'a str,
+    ) -> BoxFuture<'a, Result<String>>;
+    /// Whether `code` is the code `code_id` and `binding` is what it was
+    /// sent for. A code works once; the same `idempotency_key` gets the same
+    /// verdict again (a turn retried after a crash).
+    fn verify_code<'a>(
+        &'a self,
+        customer: &'a str,
+        check: &'a CodeCheck,
+        idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<bool>>;
     fn update_contact<'a>(
         &'a self,
         customer: &'a str,
         contact: &'a Contact,
+        idempotency_key: &'a str,
     ) -> BoxFuture<'a, Result<()>>;
 }

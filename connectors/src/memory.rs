@@ -8,8 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::{
-    Account, Balance, Bank, BoxFuture, Card, CardChange, CardStatus, ConnectorError, Contact, Day,
-    Money, Payee, Result, Transaction, TransferOutcome, TransferRequest,
+    Account, Balance, Bank, BoxFuture, Card, CardChange, CardStatus, CodeCheck, ConnectorError,
+    Contact, Day, DisputeRequest, Money, Payee, Result, Transaction, TransferOutcome,
+    TransferRequest,
 };
 
 /// The one-time code the in-process bank accepts.
@@ -31,7 +32,11 @@ struct Customer {
     transactions: BTreeMap<String, Vec<Transaction>>,
     payees: Vec<Payee>,
     cards: Vec<Card>,
-    code_sent: bool,
+    /// The code last sent: (id, binding), until used.
+    code: Option<(String, String)>,
+    /// Verdicts given, by idempotency key.
+    verdicts: HashMap<String, bool>,
+    next_code: u64,
     contact: Vec<Contact>,
     disputes: u32,
 }
@@ -139,7 +144,9 @@ fn seed() -> Customer {
                 dispatched: None,
             },
         ],
-        code_sent: false,
+        code: None,
+        verdicts: HashMap::new(),
+        next_code: 0,
         contact: Vec::new(),
         disputes: 0,
     }
@@ -319,6 +326,16 @@ impl Bank for MemoryBank {
         }))
     }
 
+    fn transfer_status<'a>(
+        &'a self,
+        c: &'a str,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TransferOutcome>>> {
+        ready(self.with("transfer_status", c, |g| {
+            Ok(g.transfers.get(key).map(|(_, o)| o.clone()))
+        }))
+    }
+
     fn cards<'a>(&'a self, c: &'a str) -> BoxFuture<'a, Result<Vec<Card>>> {
         ready(self.with("cards", c, |g| Ok(customer(g, c)?.cards.clone())))
     }
@@ -328,6 +345,7 @@ impl Bank for MemoryBank {
         c: &'a str,
         card: &'a str,
         change: CardChange,
+        _key: &'a str,
     ) -> BoxFuture<'a, Result<Card>> {
         ready(self.with("change_card", c, |g| {
             let k = customer(g, c)?
@@ -347,7 +365,12 @@ impl Bank for MemoryBank {
         }))
     }
 
-    fn replace_card<'a>(&'a self, c: &'a str, card: &'a str) -> BoxFuture<'a, Result<Card>> {
+    fn replace_card<'a>(
+        &'a self,
+        c: &'a str,
+        card: &'a str,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<Card>> {
         ready(self.with("replace_card", c, |g| {
             let cust = customer(g, c)?;
             let old = cust
@@ -371,9 +394,8 @@ impl Bank for MemoryBank {
     fn open_dispute<'a>(
         &'a self,
         c: &'a str,
-        amount: &'a Money,
-        d: &'a Day,
-        reason: &'a str,
+        d: &'a DisputeRequest,
+        _key: &'a str,
     ) -> BoxFuture<'a, Result<String>> {
         ready(self.with("open_dispute", c, |g| {
             let cust = customer(g, c)?;
@@ -381,8 +403,8 @@ impl Bank for MemoryBank {
                 .transactions
                 .values()
                 .flatten()
-                .any(|t| &t.day == d && t.amount.minor.abs() == amount.minor);
-            if !found || reason.is_empty() {
+                .any(|t| t.day == d.day && t.amount.minor.abs() == d.amount.minor);
+            if !found || d.reason.is_empty() {
                 return Err(ConnectorError::Refused("no such transaction".into()));
             }
             cust.disputes += 1;
@@ -390,25 +412,49 @@ impl Bank for MemoryBank {
         }))
     }
 
-    fn send_code<'a>(&'a self, c: &'a str, _purpose: &'a str) -> BoxFuture<'a, Result<()>> {
+    fn send_code<'a>(
+        &'a self,
+        c: &'a str,
+        _purpose: &'a str,
+        binding: &'a str,
+    ) -> BoxFuture<'a, Result<String>> {
         ready(self.with("send_code", c, |g| {
-            customer(g, c)?.code_sent = true;
-            Ok(())
+            let cust = customer(g, c)?;
+            cust.next_code += 1;
+            let id = format!("code-{}", cust.next_code);
+            cust.code = Some((id.clone(), binding.to_owned()));
+            Ok(id)
         }))
     }
 
-    fn verify_code<'a>(&'a self, c: &'a str, code: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn verify_code<'a>(
+        &'a self,
+        c: &'a str,
+        check: &'a CodeCheck,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<bool>> {
         ready(self.with("verify_code", c, |g| {
             let cust = customer(g, c)?;
-            let ok = cust.code_sent && code.trim() == DEMO_CODE;
-            if ok {
-                cust.code_sent = false;
+            if let Some(v) = cust.verdicts.get(key) {
+                return Ok(*v);
             }
+            let ok = cust.code.as_ref().is_some_and(|(id, binding)| {
+                *id == check.code_id && *binding == check.binding && check.code.trim() == DEMO_CODE
+            });
+            if ok {
+                cust.code = None;
+            }
+            cust.verdicts.insert(key.to_owned(), ok);
             Ok(ok)
         }))
     }
 
-    fn update_contact<'a>(&'a self, c: &'a str, contact: &'a Contact) -> BoxFuture<'a, Result<()>> {
+    fn update_contact<'a>(
+        &'a self,
+        c: &'a str,
+        contact: &'a Contact,
+        _key: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
         ready(self.with("update_contact", c, |g| {
             customer(g, c)?.contact.push(contact.clone());
             Ok(())
@@ -454,26 +500,53 @@ mod tests {
         );
         bank.clear_faults();
         assert!(bank.balance("c", "acc-current").await.is_ok());
+        let check = |id: &str, code: &str, binding: &str| CodeCheck {
+            code_id: id.into(),
+            code: code.into(),
+            binding: binding.into(),
+        };
         assert_eq!(
-            bank.verify_code("c", DEMO_CODE).await,
+            bank.verify_code("c", &check("code-1", DEMO_CODE, "b"), "v0")
+                .await,
             Ok(false),
             "no code was sent"
         );
-        bank.send_code("c", "transfer").await.expect("sent");
-        assert_eq!(bank.verify_code("c", "000000").await, Ok(false));
-        assert_eq!(bank.verify_code("c", DEMO_CODE).await, Ok(true));
+        let id = bank.send_code("c", "transfer", "b").await.expect("sent");
         assert_eq!(
-            bank.verify_code("c", DEMO_CODE).await,
+            bank.verify_code("c", &check(&id, "000000", "b"), "v1")
+                .await,
+            Ok(false)
+        );
+        assert_eq!(
+            bank.verify_code("c", &check(&id, DEMO_CODE, "other"), "v2")
+                .await,
+            Ok(false),
+            "bound to what it authorises"
+        );
+        assert_eq!(
+            bank.verify_code("c", &check(&id, DEMO_CODE, "b"), "v3")
+                .await,
+            Ok(true)
+        );
+        assert_eq!(
+            bank.verify_code("c", &check(&id, DEMO_CODE, "b"), "v3")
+                .await,
+            Ok(true),
+            "the same key gets the same verdict"
+        );
+        assert_eq!(
+            bank.verify_code("c", &check(&id, DEMO_CODE, "b"), "v4")
+                .await,
             Ok(false),
             "a code works once"
         );
         let k = bank
-            .change_card("c", "card-debit", CardChange::Block)
+            .change_card("c", "card-debit", CardChange::Block, "k-b")
             .await
             .expect("blocked");
         assert_eq!(k.status, CardStatus::Blocked);
         assert!(
-            bank.change_card("c", "card-debit", CardChange::Unfreeze)
+            bank.change_card("c", "card-debit", CardChange::Unfreeze, "k-u")
                 .await
                 .is_err()
         );
@@ -488,5 +561,13 @@ mod tests {
             "applied, answer lost"
         );
         assert_eq!(bank.calls("transfer"), 1);
+        assert_eq!(
+            bank.transfer_status("c", "k9").await,
+            Ok(Some(TransferOutcome::Settled {
+                reference: "TX-000001".into()
+            })),
+            "the status query finds what the lost answer hid"
+        );
+        assert_eq!(bank.transfer_status("c", "never-sent").await, Ok(None));
     }
 }

@@ -80,6 +80,10 @@ pub struct State {
     /// Customer turns so far.
     #[serde(default)]
     pub turns: u64,
+    /// The id of the one-time code sent for the step-up in progress. Set
+    /// by the shell that sends codes; opaque to the engine.
+    #[serde(default)]
+    pub step_up_code: Option<String>,
 }
 
 /// Where an offered hand-over would go.

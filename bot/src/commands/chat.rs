@@ -28,6 +28,7 @@ pub fn run(paths: &Paths, args: &ChatArgs) -> anyhow::Result<bool> {
     let exec = Executor {
         flows,
         bank: Arc::new(MemoryBank::new()),
+        journal: None,
     };
     let mut state = State::default();
     let interactive = std::io::stdin().is_terminal();

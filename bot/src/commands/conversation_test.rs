@@ -212,6 +212,7 @@ pub fn run(paths: &Paths, args: &TestArgs) -> anyhow::Result<bool> {
         let exec = Executor {
             flows: flows.clone(),
             bank,
+            journal: None,
         };
         let mut state = State::default();
         let mut failure = None;

@@ -201,16 +201,10 @@ pub fn load_nlu(paths: &Paths, settings: &Settings) -> anyhow::Result<Arc<Nlu>> 
         intents = artifact.card.training_data.intents,
         "model loaded"
     );
-    // Until the sandbox bank and the HTTP connector (issue 5), flows act on
-    // the in-process demo bank.
-    let dialog = crate::executor::Executor {
-        flows: Arc::new(cat.flows(&settings.bot)),
-        bank: Arc::new(bankbot_connectors::memory::MemoryBank::new()),
-    };
     Ok(Arc::new(Nlu {
         engine,
         responder,
-        dialog,
+        flows: Arc::new(cat.flows(&settings.bot)),
     }))
 }
 

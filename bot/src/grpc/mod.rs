@@ -179,18 +179,37 @@ impl Server {
                 .await
                 .context("opening the database")?;
             store.migrate().await.context("migrating the database")?;
+            let bank = crate::bank::connect(&settings.bank)?;
             let nlu = nlu.await?;
-            anyhow::Ok((store, nlu))
+            anyhow::Ok((store, nlu, bank))
         };
+        let shutdown_rx_for_reconciler = shared.shutdown.clone();
+        let mut reconcilers = Vec::new();
         let started = tokio::select! {
             r = init => Some(r),
             () = &mut shutdown => None,
         };
         let store = match started {
-            Some(Ok((store, nlu))) => {
+            Some(Ok((store, nlu, bank))) => {
+                // Finishes payments left without an outcome, from this
+                // process or a previous one.
+                let reconciler = tokio::spawn(crate::bank::run_reconciler(
+                    store.clone(),
+                    bank.clone(),
+                    Duration::from_millis(settings.bank.reconcile_interval_ms),
+                    Duration::from_millis(settings.bank.reconcile_after_ms),
+                    {
+                        let mut stop = shutdown_rx_for_reconciler.clone();
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }
+                    },
+                ));
+                reconcilers.push(reconciler);
                 let conv = Arc::new(Conversations::new(
                     store.clone(),
                     nlu,
+                    bank,
                     settings.bot.clone(),
                     settings.limits.max_text_bytes,
                     metrics.clone(),
@@ -222,6 +241,9 @@ impl Server {
             Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
         }
         janitor.abort();
+        for r in reconcilers {
+            let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+        }
         if let Some(t) = admin_task {
             let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
         }

@@ -25,6 +25,7 @@ use crate::store::{
     NewTurn, NluRecord, Store, StoreError, Turn, TurnOutcome,
 };
 use crate::text;
+use bankbot_connectors::Bank;
 pub use hub::{Hub, LiveEvent};
 pub use responder::Responder;
 
@@ -38,12 +39,12 @@ pub const MAX_COMMENT_BYTES: usize = 2048;
 const MAX_TURN_ATTEMPTS: usize = 10;
 
 /// The loaded NLU and dialog: the inference engine, the bot's own texts,
-/// and the dialog executor (the catalogue's flows and the bank connector).
+/// and the catalogue's flows.
 #[derive(Debug)]
 pub struct Nlu {
     pub engine: Engine,
     pub responder: Responder,
-    pub dialog: Executor,
+    pub flows: Arc<bankbot_dialog::Flows>,
 }
 
 /// What went wrong, in terms a caller can act on.
@@ -121,6 +122,7 @@ pub trait TurnObserver: Send + Sync + std::fmt::Debug {
 pub struct Conversations {
     store: Store,
     nlu: Arc<Nlu>,
+    bank: Arc<dyn Bank>,
     hub: Arc<Hub>,
     locks: locks::KeyedLocks,
     bot: BotSettings,
@@ -132,6 +134,7 @@ impl Conversations {
     pub fn new(
         store: Store,
         nlu: Arc<Nlu>,
+        bank: Arc<dyn Bank>,
         bot: BotSettings,
         max_text_bytes: usize,
         observer: Arc<dyn TurnObserver>,
@@ -139,6 +142,7 @@ impl Conversations {
         Self {
             store,
             nlu,
+            bank,
             hub: Arc::new(Hub::default()),
             locks: locks::KeyedLocks::default(),
             bot,
@@ -291,9 +295,12 @@ impl Conversations {
                 })
             };
             let dialog_nlu = crate::executor::Nlu::from(&prediction);
-            let (dialog_after, report) = self
-                .nlu
-                .dialog
+            let executor = Executor {
+                flows: self.nlu.flows.clone(),
+                bank: self.bank.clone(),
+                journal: Some(self.store.clone()),
+            };
+            let (dialog_after, report) = executor
                 .handle(
                     customer,
                     conversation_id,
@@ -315,7 +322,6 @@ impl Conversations {
                         .map(|q| crate::catalogue::QuickReply {
                             title: self
                                 .nlu
-                                .dialog
                                 .flows
                                 .quick_reply_titles
                                 .get(q)

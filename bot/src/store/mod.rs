@@ -16,7 +16,10 @@
 //!   another replica committed in between (answered as a replay).
 //! - Every query is scoped by customer id as well as conversation id.
 
+mod payments;
 mod rows;
+
+pub use payments::{NewPayment, Payment, PaymentState};
 
 use std::collections::BTreeMap;
 use std::str::FromStr;

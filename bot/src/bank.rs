@@ -1,0 +1,211 @@
+//! The bank as the service uses it: the connector chosen by the settings,
+//! and the reconciler that gives every journalled payment a final outcome.
+//!
+//! The reconciler runs in every replica. Each round it takes payments that
+//! are not final and were not touched for `reconcile_after_ms` (longer than
+//! a turn's bank call may take), leases each one (so replicas do not work
+//! on the same payment at once), and asks the bank what became of its key:
+//! a verdict is recorded; a key the bank never received is sent again with
+//! the same key (the bank applies a key once, so this cannot pay twice).
+//! Nothing it does depends on which process started the payment, so a
+//! payment left behind by a killed replica is finished by any other, or by
+//! the same one after its restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bankbot_connectors::http::{HttpBank, HttpConfig};
+use bankbot_connectors::memory::MemoryBank;
+use bankbot_connectors::{Bank, ConnectorError, Money, TransferOutcome, TransferRequest};
+
+use crate::settings::BankSettings;
+use crate::store::{Payment, PaymentState, Store};
+
+/// The connector the settings name: the bank API over HTTP when
+/// `bank.url` is set (the sandbox bank's URL with `--sandbox`), else the
+/// in-process demo bank.
+pub fn connect(settings: &BankSettings) -> anyhow::Result<Arc<dyn Bank>> {
+    if settings.url.is_empty() {
+        tracing::warn!(
+            "no bank configured (bank.url, --sandbox): the in-process demo bank answers; nothing is real"
+        );
+        return Ok(Arc::new(MemoryBank::new()));
+    }
+    let read = |p: &std::path::Path, what: &str| {
+        std::fs::read(p).with_context(|| format!("reading the bank {what} {}", p.display()))
+    };
+    let mut c = HttpConfig::new(settings.url.clone());
+    if let Some(p) = &settings.token_file {
+        let token = String::from_utf8(read(p, "token file")?)
+            .with_context(|| format!("{} is not text", p.display()))?;
+        c.token = Some(token.trim().to_owned());
+    }
+    c.deadline = Duration::from_millis(settings.deadline_ms);
+    c.deadlines = settings
+        .deadlines_ms
+        .iter()
+        .map(|(op, ms)| (op.clone(), Duration::from_millis(*ms)))
+        .collect();
+    c.max_response_bytes =
+        usize::try_from(settings.max_response_kib.saturating_mul(1024)).unwrap_or(usize::MAX);
+    if let Some(p) = &settings.ca_file {
+        c.ca_pem = Some(read(p, "CA file")?);
+    }
+    if let Some(p) = &settings.client_identity_file {
+        c.identity_pem = Some(read(p, "client identity file")?);
+    }
+    let bank = HttpBank::new(c).map_err(|e| anyhow::anyhow!("bank connector: {e}"))?;
+    tracing::info!(url = %settings.url, "bank connector ready");
+    Ok(Arc::new(bank))
+}
+
+/// What one reconciliation round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    pub examined: usize,
+    pub finished: usize,
+    /// Sent again under the same key because the bank never received them.
+    pub resent: usize,
+    /// Still without a final outcome (the bank could not say).
+    pub open: usize,
+}
+
+/// How long a payment is leased to one reconciler.
+const LEASE_MS: i64 = 30_000;
+/// Payments taken per round.
+const BATCH: i64 = 64;
+
+/// One pass over the open payments.
+pub async fn reconcile(store: &Store, bank: &dyn Bank, idle: Duration) -> anyhow::Result<Round> {
+    let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+    let mut round = Round::default();
+    for p in store.open_payments(idle_ms, BATCH).await? {
+        if !store
+            .lease_payment(&p.new.idempotency_key, LEASE_MS)
+            .await?
+        {
+            continue;
+        }
+        round.examined += 1;
+        match resolve(store, bank, &p).await {
+            Ok(Resolution::Final) => round.finished += 1,
+            Ok(Resolution::Resent(true)) => {
+                round.resent += 1;
+                round.finished += 1;
+            }
+            Ok(Resolution::Resent(false)) => {
+                round.resent += 1;
+                round.open += 1;
+            }
+            Ok(Resolution::Open) => round.open += 1,
+            Err(e) => {
+                round.open += 1;
+                tracing::warn!(key = %p.new.idempotency_key, error = %e, "payment not reconciled yet");
+            }
+        }
+    }
+    Ok(round)
+}
+
+enum Resolution {
+    Final,
+    /// Sent again; whether that gave a final outcome.
+    Resent(bool),
+    Open,
+}
+
+async fn resolve(store: &Store, bank: &dyn Bank, p: &Payment) -> Result<Resolution, anyhow::Error> {
+    let key = &p.new.idempotency_key;
+    let customer = &p.new.customer_id;
+    let status = bank
+        .transfer_status(customer, key)
+        .await
+        .map_err(|e| anyhow::anyhow!("status query: {e}"))?;
+    let (outcome, resent) = match status {
+        Some(o) => (o, false),
+        None => {
+            let request = TransferRequest {
+                idempotency_key: key.clone(),
+                from_account: p.new.from_account.clone(),
+                payee: p.new.payee.clone(),
+                amount: Money {
+                    minor: p.new.amount_minor,
+                    currency: p.new.currency.clone(),
+                },
+            };
+            match bank.transfer(customer, &request).await {
+                Ok(o) => (o, true),
+                // Still not sent; the next round tries again.
+                Err(
+                    e @ (ConnectorError::Unavailable
+                    | ConnectorError::CircuitOpen { .. }
+                    | ConnectorError::Timeout
+                    | ConnectorError::Malformed(_)),
+                ) => return Err(anyhow::anyhow!("resend: {e}")),
+                Err(e) => (
+                    TransferOutcome::Rejected {
+                        reason: e.to_string(),
+                    },
+                    true,
+                ),
+            }
+        }
+    };
+    let (state, detail) = match outcome {
+        TransferOutcome::Settled { reference } => (PaymentState::Settled, Some(reference)),
+        TransferOutcome::Accepted { reference } => (PaymentState::Accepted, Some(reference)),
+        TransferOutcome::InsufficientFunds => {
+            (PaymentState::Rejected, Some("insufficient funds".into()))
+        }
+        TransferOutcome::LimitExceeded => (PaymentState::Rejected, Some("limit exceeded".into())),
+        TransferOutcome::Rejected { reason } => (PaymentState::Rejected, Some(reason)),
+        TransferOutcome::Unknown => (PaymentState::Unknown, None),
+    };
+    let from = [
+        PaymentState::Confirmed,
+        PaymentState::Submitted,
+        PaymentState::Accepted,
+        PaymentState::Unknown,
+    ];
+    store
+        .move_payment(key, &from, state, detail.as_deref())
+        .await?;
+    if state.is_final() {
+        tracing::info!(key = %key, state = state.as_str(), resent, "payment reconciled");
+    }
+    Ok(match (state.is_final(), resent) {
+        (f, true) => Resolution::Resent(f),
+        (true, false) => Resolution::Final,
+        (false, false) => Resolution::Open,
+    })
+}
+
+/// Reconciles every `interval` until `stop` resolves; a first round runs at
+/// once (a restart finishes what the previous process left).
+pub async fn run_reconciler(
+    store: Store,
+    bank: Arc<dyn Bank>,
+    interval: Duration,
+    idle: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        match reconcile(&store, bank.as_ref(), idle).await {
+            Ok(r) if r.examined > 0 => tracing::info!(
+                examined = r.examined,
+                finished = r.finished,
+                resent = r.resent,
+                open = r.open,
+                "reconciliation round"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciliation round failed"),
+        }
+        tokio::select! {
+            () = &mut stop => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
