@@ -73,6 +73,8 @@ pub struct Round {
 
 /// How long a payment is leased to one reconciler.
 const LEASE_MS: i64 = 30_000;
+/// How soon a payment the bank could not answer for is tried again.
+const RETRY_MS: i64 = 1_000;
 /// Payments taken per round.
 const BATCH: i64 = 64;
 
@@ -102,6 +104,9 @@ pub async fn reconcile(store: &Store, bank: &dyn Bank, idle: Duration) -> anyhow
             Err(e) => {
                 round.open += 1;
                 tracing::warn!(key = %p.new.idempotency_key, error = %e, "payment not reconciled yet");
+                store
+                    .release_payment(&p.new.idempotency_key, RETRY_MS)
+                    .await?;
             }
         }
     }

@@ -120,6 +120,13 @@ pub struct SettingsArgs {
     /// Longest customer message in bytes [default: 4096].
     #[arg(long, value_name = "BYTES")]
     pub max_text_bytes: Option<usize>,
+    /// The bank API's URL (up to `/open-banking/v3.1`).
+    #[arg(long, value_name = "URL", conflicts_with = "sandbox")]
+    pub bank_url: Option<String>,
+    /// Start the sandbox bank in this process (SQLite ledger in the data
+    /// directory) and act on it.
+    #[arg(long)]
+    pub sandbox: bool,
 }
 
 #[derive(Debug, Args)]

@@ -35,16 +35,16 @@ struct Args {
     #[arg(long, default_value_t = 0, value_parser = parse_delay)]
     latency_ms: u64,
     /// Share of requests answered 503 (Retry-After: 1), 0 to 1.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, allow_negative_numbers = true)]
     error_rate: f64,
     /// Share of requests answered only after --timeout-ms, 0 to 1.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, allow_negative_numbers = true)]
     timeout_rate: f64,
     /// How long a timeout fault holds the answer.
     #[arg(long, default_value_t = 30_000, value_parser = parse_delay)]
     timeout_ms: u64,
     /// Share of payments after whose commit the process aborts, 0 to 1.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_rate)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_rate, allow_negative_numbers = true)]
     crash_after_apply_rate: f64,
     /// Which requests faults apply to: all, writes or payments.
     #[arg(long, default_value_t = FaultScope::All)]

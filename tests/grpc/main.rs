@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod bank;
 mod conversation;
 mod helpers;
 mod process;

@@ -29,6 +29,7 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> anyhow::Result<bool> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let sandbox = start_sandbox(&mut settings).await?;
         let server = Server::bind(settings.clone()).await?;
         let addr = server.local_addr()?;
         // A line scripts (and the end-to-end tests) can wait for.
@@ -56,9 +57,45 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> anyhow::Result<bool> {
                     .context("the model loader stopped")?
             }
         };
-        server.run(load, shutdown_signal()).await
+        let result = server.run(load, shutdown_signal()).await;
+        if let Some(s) = sandbox {
+            s.shutdown().await;
+        }
+        result
     })?;
     Ok(true)
+}
+
+/// With `bank.sandbox` (`--sandbox`): the sandbox bank on loopback, its
+/// ledger in the data directory, and `bank.url` pointing at it.
+async fn start_sandbox(
+    settings: &mut Settings,
+) -> anyhow::Result<Option<bankbot_sandbox::Sandbox>> {
+    if !settings.bank.sandbox {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating {}", settings.data_dir.display()))?;
+    let config = bankbot_sandbox::Config {
+        listen: settings
+            .bank
+            .sandbox_listen
+            .parse()
+            .context("bank.sandbox_listen")?,
+        database: settings.data_dir.join("sandbox-bank.sqlite3"),
+        token: None,
+        faults: bankbot_sandbox::Faults::default(),
+        fixed_code: None,
+    };
+    let sandbox = bankbot_sandbox::start(config)
+        .await
+        .context("starting the sandbox bank")?;
+    settings.bank.url = sandbox.base_url();
+    println!(
+        "bankbot: sandbox bank on {} (one-time codes are logged and at /sandbox/customers/ID/codes/latest)",
+        settings.bank.url
+    );
+    Ok(Some(sandbox))
 }
 
 /// Settings from the config file, the environment and these flags.
@@ -118,6 +155,8 @@ fn overrides(a: &SettingsArgs) -> Vec<Override> {
         "allow-plaintext",
         a.allow_plaintext.then(|| "true".into()),
     );
+    push("bank.url", "bank-url", a.bank_url.clone());
+    push("bank.sandbox", "sandbox", a.sandbox.then(|| "true".into()));
     push(
         "limits.max_text_bytes",
         "max-text-bytes",

@@ -158,7 +158,8 @@ impl Store {
         row.as_ref().map(payment).transpose()
     }
 
-    /// Moves the payment to `to` if it is in one of `from`; whether it moved.
+    /// Moves the payment to `to` if it is in one of `from`, releasing any
+    /// reconciler's lease; whether it moved.
     pub async fn move_payment(
         &self,
         key: &str,
@@ -168,8 +169,8 @@ impl Store {
     ) -> Result<bool> {
         let _gate = self.gate().await;
         let done = sqlx::query(&format!(
-            "UPDATE payments SET state = $1, detail = COALESCE($2, detail), updated_at = $3 \
-             WHERE idempotency_key = $4 AND {}",
+            "UPDATE payments SET state = $1, detail = COALESCE($2, detail), updated_at = $3, \
+             lease_until = 0 WHERE idempotency_key = $4 AND {}",
             in_states(from)
         ))
         .bind(to.as_str())
@@ -218,6 +219,17 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives a leased payment back, to be taken again after `retry_in_ms`.
+    pub async fn release_payment(&self, key: &str, retry_in_ms: i64) -> Result<()> {
+        let _gate = self.gate().await;
+        sqlx::query("UPDATE payments SET lease_until = $1 WHERE idempotency_key = $2")
+            .bind(now_ms() + retry_in_ms)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Payments per state (for metrics and the crash test).
