@@ -58,6 +58,8 @@ pub enum Command {
     Bench(BenchCommand),
     /// Run the gRPC conversation service.
     Serve(ServeArgs),
+    /// Run the sandbox bank on its own (the bank API on a SQLite ledger), for demos and tests.
+    SandboxBank(bankbot_sandbox::cli::Args),
     /// Create or upgrade the database schema (serve also does this on start).
     Migrate(SettingsArgs),
     /// Show the effective configuration.
@@ -472,6 +474,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Import(cmd) => commands::import::run(cmd),
         Command::Bench(cmd) => commands::bench::run(&paths, cmd),
         Command::Serve(args) => commands::serve::run(&paths, &args),
+        Command::SandboxBank(args) => commands::serve::sandbox_bank(args),
         Command::Migrate(args) => commands::config::migrate(&args),
         Command::Config(ConfigCommand::Print(args)) => commands::config::print(&args),
         Command::Token(args) => commands::config::token(&args),

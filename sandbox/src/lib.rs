@@ -38,6 +38,7 @@
 mod admin;
 mod api;
 mod bank;
+pub mod cli;
 mod clock;
 mod db;
 mod error;

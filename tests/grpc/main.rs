@@ -11,6 +11,7 @@ mod common;
 
 mod bank;
 mod conversation;
+mod crash;
 mod helpers;
 mod process;
 mod security;

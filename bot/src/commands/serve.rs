@@ -66,6 +66,23 @@ pub fn run(paths: &Paths, args: &ServeArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// `bankbot sandbox-bank`: the sandbox bank alone, logging to stderr.
+pub fn sandbox_bank(args: bankbot_sandbox::cli::Args) -> anyhow::Result<bool> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let code = runtime.block_on(bankbot_sandbox::cli::run(args));
+    Ok(code == std::process::ExitCode::SUCCESS)
+}
+
 /// With `bank.sandbox` (`--sandbox`): the sandbox bank on loopback, its
 /// ledger in the data directory, and `bank.url` pointing at it.
 async fn start_sandbox(

@@ -70,10 +70,19 @@ async fn faults_are_switched_live_and_spare_the_admin_routes() {
         let r = admin(addr, "PUT", "/sandbox/faults", Some(&bad)).await;
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
-    let r = admin(addr, "PUT", "/sandbox/faults", Some(&json!({}))).await;
+    // A slow bank still answers, and does the work.
+    let slow = json!({"latency_ms": 5, "timeout_rate": 1, "timeout_ms": 20, "scope": "writes"});
+    let r = admin(addr, "PUT", "/sandbox/faults", Some(&slow)).await;
     assert_eq!(r.status, 200);
     let r = alice.pay("k1", "acc-current", "payee-mum", "1.00").await;
     assert_eq!(r.status, 201, "{}", r.text());
+
+    let r = admin(addr, "PUT", "/sandbox/faults", Some(&json!({}))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["timeout_ms"], 30_000);
+    let r = alice.pay("k1", "acc-current", "payee-mum", "1.00").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(bank.audit().await["payments"], 1);
 }
 
 #[tokio::test]
