@@ -376,6 +376,19 @@ pub enum BenchCommand {
     /// End-to-end turns over gRPC against a `bankbot serve` child: turns/s,
     /// p50/p99/p999 at N concurrent conversations, cold start, server RSS.
     Grpc(GrpcBenchArgs),
+    /// The bank connector against the sandbox bank: overhead per call
+    /// (p50/p99), keyed transfers, and circuit-breaker timings.
+    Connector(ConnectorBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorBenchArgs {
+    /// Calls timed per measurement.
+    #[arg(long, default_value_t = 2_000)]
+    pub calls: usize,
+    /// How long the breaker stays open before probing, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub open_for_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -154,39 +154,53 @@ fn day_of(d: Date) -> Result<Day, ConnectorError> {
 
 impl Executor {
     /// The customer's accounts, cards and payees, as the dialog sees them.
-    /// A bank that cannot answer gives empty lists: the flows then ask, and
-    /// the operation itself reports the outage.
+    /// A bank that cannot answer marks the facts unavailable: flows that
+    /// need them then say so instead of asking.
     pub async fn facts(&self, customer: &str) -> CustomerFacts {
-        let accounts = self.bank.accounts(customer).await.unwrap_or_default();
-        let cards = self.bank.cards(customer).await.unwrap_or_default();
-        let payees = self.bank.payees(customer).await.unwrap_or_default();
+        let mut unavailable = false;
+        let mut or_outage = |r: Result<Vec<_>, ConnectorError>| {
+            r.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the bank could not list what the customer has");
+                unavailable = true;
+                Vec::new()
+            })
+        };
+        let accounts = or_outage(self.bank.accounts(customer).await.map(|v| {
+            v.into_iter()
+                .map(|a| named(&a.id, &a.name, a.nicknames))
+                .collect::<Vec<_>>()
+        }));
+        let cards = self.bank.cards(customer).await;
+        let cards = or_outage(cards.map(|v| v.into_iter().map(|c| card_named(&c)).collect()));
+        let payees = or_outage(self.bank.payees(customer).await.map(|v| {
+            v.into_iter()
+                .map(|p| named(&p.id, &p.name, p.nicknames))
+                .collect()
+        }));
         CustomerFacts {
-            accounts: accounts
-                .iter()
-                .map(|a| named(&a.id, &a.name, a.nicknames.clone()))
-                .collect(),
-            // Blocked cards stay listed: they are the ones to replace.
-            cards: cards
-                .iter()
-                .map(|c| {
-                    // "visa", "credit", "4471": any distinctive word of the name.
-                    let mut aliases: Vec<String> = c
-                        .name
-                        .split_whitespace()
-                        .map(str::to_lowercase)
-                        .filter(|w| !matches!(w.as_str(), "card" | "ending" | "in" | "the" | "my"))
-                        .collect();
-                    aliases.push(c.last4.clone());
-                    named(&c.id, &c.name, aliases)
-                })
-                .collect(),
-            payees: payees
-                .iter()
-                .map(|p| named(&p.id, &p.name, p.nicknames.clone()))
-                .collect(),
+            accounts,
+            cards,
+            payees,
+            unavailable,
         }
     }
+}
 
+/// A card as the dialog names it: any distinctive word of its name
+/// ("visa", "credit") and its last four digits. Blocked cards stay listed:
+/// they are the ones to replace.
+fn card_named(c: &bankbot_connectors::Card) -> Named {
+    let mut aliases: Vec<String> = c
+        .name
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .filter(|w| !matches!(w.as_str(), "card" | "ending" | "in" | "the" | "my"))
+        .collect();
+    aliases.push(c.last4.clone());
+    named(&c.id, &c.name, aliases)
+}
+
+impl Executor {
     /// Handles one customer message. `conversation` scopes call ids and
     /// idempotency keys.
     pub async fn handle(

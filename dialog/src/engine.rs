@@ -38,15 +38,7 @@ pub fn step(flows: &Flows, state: &State, event: &Event) -> (State, Vec<Action>)
                 Some(Stage::AwaitingStepUp { .. })
             ) {
                 run.st.active = None;
-                let text = flows
-                    .policy
-                    .texts
-                    .default_outcomes
-                    .get(&OutcomeKind::Unavailable)
-                    .cloned()
-                    .unwrap_or_default();
-                run.reply(text, vec![HUMAN_QUICK_REPLY.to_owned()]);
-                run.st.human_offered = Some(HumanOffer::general());
+                run.bank_unavailable();
             }
         }
         Event::HandedBack { intent } => {
@@ -296,6 +288,21 @@ impl Run<'_> {
         self.advance(turn.map(|t| &t.facts));
     }
 
+    /// The bank's systems are out: say so (nothing was done) and offer a
+    /// person; the flow, if any, has ended.
+    fn bank_unavailable(&mut self) {
+        let text = self
+            .flows
+            .policy
+            .texts
+            .default_outcomes
+            .get(&OutcomeKind::Unavailable)
+            .cloned()
+            .unwrap_or_default();
+        self.reply(text, vec![HUMAN_QUICK_REPLY.to_owned()]);
+        self.st.human_offered = Some(HumanOffer::general());
+    }
+
     /// Asks for the next missing slot, or confirms, or acts.
     fn advance(&mut self, facts: Option<&CustomerFacts>) {
         let Some(mut active) = self.st.active.take() else {
@@ -320,6 +327,17 @@ impl Run<'_> {
             .iter()
             .find(|s| !s.optional && !active.slots.contains_key(&s.name));
         if let Some(slot) = missing {
+            // The bank cannot say what the customer has: asking which
+            // account, card or payee would lead nowhere.
+            if facts.is_some_and(|f| f.unavailable)
+                && matches!(
+                    slot.kind,
+                    SlotKind::Account | SlotKind::Card | SlotKind::Payee
+                )
+            {
+                self.bank_unavailable();
+                return;
+            }
             let attempts = match &active.stage {
                 Stage::Collecting { slot: s, attempts } if *s == slot.name => *attempts,
                 Stage::Collecting { .. }

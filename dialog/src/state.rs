@@ -109,6 +109,9 @@ pub struct CustomerFacts {
     pub accounts: Vec<Named>,
     pub cards: Vec<Named>,
     pub payees: Vec<Named>,
+    /// The bank could not say what the customer has (an outage): a flow
+    /// that needs an account, card or payee cannot be served now.
+    pub unavailable: bool,
 }
 
 /// Something of the customer's with an id, a display name and the words it

@@ -200,6 +200,7 @@ fn facts() -> CustomerFacts {
         ],
         cards: vec![n("card-1", "Visa debit ending 4471", &["4471", "visa"])],
         payees: vec![n("p-mum", "Mum", &[]), n("p-pierre", "Pierre Dubois", &[])],
+        unavailable: false,
     }
 }
 
@@ -344,6 +345,28 @@ fn transfer_collects_confirms_steps_up_and_acts_once() {
             outcome
         })
         .is_empty()
+    );
+}
+
+#[test]
+fn a_bank_outage_ends_a_flow_that_needs_the_customers_accounts() {
+    let mut c = Convo::new();
+    let Event::Turn(mut t) = turn("send £50 to Mum", &[("transfer_money", 0.93)]) else {
+        panic!()
+    };
+    t.facts = CustomerFacts {
+        unavailable: true,
+        ..CustomerFacts::default()
+    };
+    let a = c.send(Event::Turn(t));
+    let said = replies(&a);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(!said[0].contains("account?"), "not asked: {said:?}");
+    assert!(c.state.active.is_none(), "the flow ended");
+    assert!(c.state.human_offered.is_some(), "a person is offered");
+    assert!(
+        !a.iter().any(|x| matches!(x, Action::Call { .. })),
+        "nothing was called"
     );
 }
 

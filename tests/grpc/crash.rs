@@ -205,8 +205,9 @@ struct Seen {
     /// Transfers whose conversation got stuck before the code (a restart
     /// lost an unacknowledged turn the customer gave up on).
     abandoned: usize,
-    /// Told something else (unknown outcome, bank unavailable).
+    /// Told something else (unknown outcome, bank unavailable), by reply.
     other: usize,
+    replies: BTreeMap<String, usize>,
 }
 
 async fn crash_test(backend: Backend) {
@@ -312,7 +313,10 @@ async fn crash_test(backend: Backend) {
                     Some(text) if text.contains("is on its way") => {
                         s.done.push((who.clone(), minor))
                     }
-                    Some(_) => s.other += 1,
+                    Some(text) => {
+                        s.other += 1;
+                        *s.replies.entry(text).or_default() += 1;
+                    }
                     None => s.abandoned += 1,
                 }
             }
@@ -403,13 +407,15 @@ async fn crash_test(backend: Backend) {
     println!(
         "crash test ({backend:?}): customers {customers}, transfers attempted {attempted}, told done {}, \
          told other {}, abandoned {}, bot kills {}, bank crashes {}, bank payments {bank_payments}, \
-         journal {counts:?}, duplicate keys {}, duplicate debits {duplicates}, lost {lost}, stuck {stuck}",
+         journal {counts:?}, duplicate keys {}, duplicate debits {duplicates}, lost {lost}, stuck {stuck}\n\
+         other replies: {:?}",
         seen.done.len(),
         seen.other,
         seen.abandoned,
         kills.load(Ordering::SeqCst),
         bank_restarts.load(Ordering::SeqCst),
         audit["duplicate_keys"],
+        seen.replies,
     );
     assert_eq!(audit["duplicate_keys"], 0, "{audit}");
     assert!(

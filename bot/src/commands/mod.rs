@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod check;
 pub mod config;
+pub mod connector_bench;
 pub mod conversation_test;
 pub mod eval;
 pub mod import;
