@@ -494,7 +494,16 @@ impl HttpBank {
                     breaker: CallResult::Failure,
                 };
             }
-            Err(error) => return Attempt::Broken(error),
+            Err(error @ ConnectorError::Malformed(_)) => return Attempt::Broken(error),
+            // The connection broke mid-answer: worth another attempt.
+            Err(error) => {
+                return Attempt::Retry {
+                    error,
+                    retry_after: None,
+                    sent: true,
+                    breaker: CallResult::Failure,
+                };
+            }
         };
         match status.as_u16() {
             429 | 503 | 502 | 504 | 500 => Attempt::Retry {
