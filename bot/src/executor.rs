@@ -11,8 +11,9 @@
 //! is called, moved to `submitted`, then to its outcome; a key already
 //! journalled with a final outcome is answered from the journal without
 //! calling the bank. Step-up codes are bound to what they authorise (the
-//! operation and every argument): verification and the call check the
-//! same binding, so any change needs a new code.
+//! operation and every argument): the bank stores the binding with the
+//! code and verification sends the binding of the arguments as they are
+//! now, so any change needs a new code.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

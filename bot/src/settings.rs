@@ -666,6 +666,47 @@ mod tests {
     }
 
     #[test]
+    fn bank_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bankbot.toml");
+        std::fs::write(
+            &file,
+            "[bank]\nurl = \"https://bank.example/open-banking/v3.1\"\n[bank.deadlines_ms]\ntransfer = 8000\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&file), &[], &[]).unwrap();
+        assert_eq!(s.bank.deadlines_ms.get("transfer"), Some(&8000));
+        assert_eq!(s.bank.deadline_ms, 5_000);
+
+        std::fs::write(&file, "[bank.deadlines_ms]\ntransfr = 8000\n").unwrap();
+        let e = Settings::load(Some(&file), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("transfr") && e.contains("transfer_status"),
+            "{e}"
+        );
+
+        let e = Settings::load(
+            None,
+            &[],
+            &[flag("bank.url", "http://b/x"), flag("bank.sandbox", "true")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("exclude"), "{e}");
+
+        let env = vec![("BANKBOT_BANK_URL".to_owned(), "ftp://bank".to_owned())];
+        let e = Settings::load(None, &env, &[]).unwrap_err().to_string();
+        assert!(e.contains("http(s)"), "{e}");
+
+        let e = Settings::load(None, &[], &[flag("bank.deadline_ms", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("deadline_ms"), "{e}");
+    }
+
+    #[test]
     fn printing_masks_the_database_password() {
         let s = Settings::load(
             None,

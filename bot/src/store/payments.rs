@@ -247,3 +247,117 @@ impl Store {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::settings::Settings;
+
+    async fn store(dir: &std::path::Path) -> Store {
+        let settings = Settings {
+            data_dir: dir.to_path_buf(),
+            ..Settings::default()
+        };
+        let s = Store::connect(&settings).await.unwrap();
+        s.migrate().await.unwrap();
+        s
+    }
+
+    fn payment(key: &str) -> NewPayment {
+        NewPayment {
+            idempotency_key: key.into(),
+            conversation_id: "conv-1".into(),
+            customer_id: "cust-1".into(),
+            from_account: "acc-current".into(),
+            payee: "payee-mum".into(),
+            amount_minor: 5_000,
+            currency: "GBP".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_journal_keeps_one_row_per_key_and_final_states_stay_final() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path()).await;
+        let first = s.confirm_payment(&payment("k1")).await.unwrap();
+        assert_eq!(first.state, PaymentState::Confirmed);
+        // A retried turn finds the payment it started.
+        let again = s.confirm_payment(&payment("k1")).await.unwrap();
+        assert_eq!(again.created_at, first.created_at);
+        // The same key with other details is refused, not overwritten.
+        let mut other = payment("k1");
+        other.amount_minor = 6_000;
+        assert!(s.confirm_payment(&other).await.is_err());
+        assert_eq!(
+            s.payment("k1").await.unwrap().unwrap().new.amount_minor,
+            5_000
+        );
+
+        let to_submitted = [PaymentState::Confirmed, PaymentState::Unknown];
+        assert!(
+            s.move_payment("k1", &to_submitted, PaymentState::Submitted, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.move_payment(
+                "k1",
+                &[PaymentState::Submitted],
+                PaymentState::Settled,
+                Some("PAY-1")
+            )
+            .await
+            .unwrap()
+        );
+        // Settled is final: nothing moves it back.
+        assert!(
+            !s.move_payment("k1", &to_submitted, PaymentState::Submitted, None)
+                .await
+                .unwrap()
+        );
+        let p = s.payment("k1").await.unwrap().unwrap();
+        assert_eq!(
+            (p.state, p.detail.as_deref()),
+            (PaymentState::Settled, Some("PAY-1"))
+        );
+        assert_eq!(
+            s.payment_counts().await.unwrap(),
+            vec![(PaymentState::Settled, 1)]
+        );
+        s.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_reconciler_sees_open_payments_once_idle_and_leases_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path()).await;
+        s.confirm_payment(&payment("open")).await.unwrap();
+        s.confirm_payment(&payment("done")).await.unwrap();
+        s.move_payment(
+            "done",
+            &[PaymentState::Confirmed],
+            PaymentState::Rejected,
+            Some("x"),
+        )
+        .await
+        .unwrap();
+        // Not idle long enough yet.
+        assert!(s.open_payments(60_000, 10).await.unwrap().is_empty());
+        let open = s.open_payments(0, 10).await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].new.idempotency_key, "open");
+        assert!(s.lease_payment("open", 60_000).await.unwrap());
+        assert!(
+            !s.lease_payment("open", 60_000).await.unwrap(),
+            "one holder at a time"
+        );
+        assert!(s.open_payments(0, 10).await.unwrap().is_empty(), "leased");
+        s.release_payment("open", 0).await.unwrap();
+        let again = s.open_payments(0, 10).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 1);
+        s.close().await;
+    }
+}
