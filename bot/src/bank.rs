@@ -19,8 +19,12 @@ use bankbot_connectors::http::{HttpBank, HttpConfig};
 use bankbot_connectors::memory::MemoryBank;
 use bankbot_connectors::{Bank, ConnectorError, Money, TransferOutcome, TransferRequest};
 
-use crate::settings::BankSettings;
-use crate::store::{Payment, PaymentState, Store};
+use crate::settings::{BankSettings, BotSettings};
+use crate::store::{Event, Payment, PaymentState, Store};
+
+/// Where the reconciler's messages to customers go once stored (the live
+/// streams of this replica).
+pub type Notify = dyn Fn(Vec<Event>) + Send + Sync;
 
 /// The connector the settings name: the bank API over HTTP when
 /// `bank.url` is set (the sandbox bank's URL with `--sandbox`), else the
@@ -79,7 +83,13 @@ const RETRY_MS: i64 = 1_000;
 const BATCH: i64 = 64;
 
 /// One pass over the open payments.
-pub async fn reconcile(store: &Store, bank: &dyn Bank, idle: Duration) -> anyhow::Result<Round> {
+pub async fn reconcile(
+    store: &Store,
+    bank: &dyn Bank,
+    idle: Duration,
+    texts: &BotSettings,
+    notify: &Notify,
+) -> anyhow::Result<Round> {
     let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
     let mut round = Round::default();
     for p in store.open_payments(idle_ms, BATCH).await? {
@@ -90,7 +100,7 @@ pub async fn reconcile(store: &Store, bank: &dyn Bank, idle: Duration) -> anyhow
             continue;
         }
         round.examined += 1;
-        match resolve(store, bank, &p).await {
+        match resolve(store, bank, &p, texts, notify).await {
             Ok(Resolution::Final) => round.finished += 1,
             Ok(Resolution::Resent(true)) => {
                 round.resent += 1;
@@ -120,7 +130,13 @@ enum Resolution {
     Open,
 }
 
-async fn resolve(store: &Store, bank: &dyn Bank, p: &Payment) -> Result<Resolution, anyhow::Error> {
+async fn resolve(
+    store: &Store,
+    bank: &dyn Bank,
+    p: &Payment,
+    texts: &BotSettings,
+    notify: &Notify,
+) -> Result<Resolution, anyhow::Error> {
     let key = &p.new.idempotency_key;
     let customer = &p.new.customer_id;
     let status = bank
@@ -173,9 +189,42 @@ async fn resolve(store: &Store, bank: &dyn Bank, p: &Payment) -> Result<Resoluti
         PaymentState::Accepted,
         PaymentState::Unknown,
     ];
-    store
-        .move_payment(key, &from, state, detail.as_deref())
-        .await?;
+    // The customer has not heard a verdict unless the payment was already
+    // accepted (told "done"): tell them now, in the same transaction.
+    let untold = p.state != PaymentState::Accepted;
+    let notice = match (&state, untold) {
+        (PaymentState::Settled | PaymentState::Accepted, true) => Some(
+            texts
+                .payment_done_notice
+                .replace("{amount}", &amount_text(p))
+                .replace("{reference}", detail.as_deref().unwrap_or("")),
+        ),
+        (PaymentState::Rejected, true) => Some(
+            texts
+                .payment_failed_notice
+                .replace("{amount}", &amount_text(p))
+                .replace(
+                    "{reason}",
+                    detail.as_deref().unwrap_or("refused by the bank"),
+                ),
+        ),
+        _ => None,
+    };
+    match notice {
+        Some(text) => {
+            let (_, events) = store
+                .move_payment_and_tell(key, &from, state, detail.as_deref(), &text)
+                .await?;
+            if !events.is_empty() {
+                notify(events);
+            }
+        }
+        None => {
+            store
+                .move_payment(key, &from, state, detail.as_deref())
+                .await?;
+        }
+    }
     if state.is_final() {
         tracing::info!(key = %key, state = state.as_str(), resent, "payment reconciled");
     }
@@ -186,18 +235,39 @@ async fn resolve(store: &Store, bank: &dyn Bank, p: &Payment) -> Result<Resoluti
     })
 }
 
+fn amount_text(p: &Payment) -> String {
+    bankbot_dialog::render::money(&bankbot_dialog::state::Money {
+        minor: p.new.amount_minor,
+        currency: p.new.currency.clone(),
+    })
+}
+
+/// The reconciler's schedule and texts.
+#[derive(Debug, Clone)]
+pub struct ReconcilerConfig {
+    pub interval: Duration,
+    /// A payment untouched this long is the reconciler's.
+    pub idle: Duration,
+    pub texts: BotSettings,
+}
+
 /// Reconciles every `interval` until `stop` resolves; a first round runs at
 /// once (a restart finishes what the previous process left).
 pub async fn run_reconciler(
     store: Store,
     bank: Arc<dyn Bank>,
-    interval: Duration,
-    idle: Duration,
+    config: ReconcilerConfig,
+    notify: Arc<Notify>,
     stop: impl Future<Output = ()>,
 ) {
+    let ReconcilerConfig {
+        interval,
+        idle,
+        texts,
+    } = config;
     let mut stop = std::pin::pin!(stop);
     loop {
-        match reconcile(&store, bank.as_ref(), idle).await {
+        match reconcile(&store, bank.as_ref(), idle, &texts, notify.as_ref()).await {
             Ok(r) if r.examined > 0 => tracing::info!(
                 examined = r.examined,
                 finished = r.finished,

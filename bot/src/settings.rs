@@ -177,6 +177,11 @@ pub struct BotSettings {
     pub card_number_warning: String,
     /// Said when an intent has no responses in the catalogue yet.
     pub no_response: String,
+    /// Told later, in the conversation, when a payment whose outcome the
+    /// customer had not heard went through (`{amount}`, `{reference}`).
+    pub payment_done_notice: String,
+    /// …or did not (`{amount}`, `{reason}`).
+    pub payment_failed_notice: String,
 }
 
 /// A database URL whose password never reaches logs or `config print`.
@@ -316,6 +321,12 @@ impl Default for BotSettings {
                 .into(),
             no_response: "Thanks, I've understood. I can't do that in chat yet; a colleague \
                           or the app can help."
+                .into(),
+            payment_done_notice: "Update on your payment of {amount}: it has gone through. \
+                                  Reference: {reference}."
+                .into(),
+            payment_failed_notice: "Update on your payment of {amount}: it did not go through \
+                                    ({reason}), so no money has left your account."
                 .into(),
         }
     }

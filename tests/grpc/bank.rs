@@ -243,6 +243,16 @@ async fn an_unknown_payment_is_reconciled(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(settled, "{:?}", store.payment_counts().await.unwrap());
+    // The promise "I'll tell you here" is kept, once.
+    let all = crate::helpers::all_messages(&mut c, who, &id).await;
+    let updates: Vec<_> = all
+        .iter()
+        .filter(|m| {
+            m.text
+                .starts_with("Update on your payment of £20.00: it has gone through")
+        })
+        .collect();
+    assert_eq!(updates.len(), 1, "{all:?}");
     let audit = admin_get(&bank, "/sandbox/audit").await;
     assert_eq!(audit["payments"], 1);
     assert_eq!(audit["ledger_entries_per_key_max"], 1);

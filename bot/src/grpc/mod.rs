@@ -191,13 +191,29 @@ impl Server {
         };
         let store = match started {
             Some(Ok((store, nlu, bank))) => {
+                let conv = Arc::new(Conversations::new(
+                    store.clone(),
+                    nlu,
+                    bank.clone(),
+                    settings.bot.clone(),
+                    settings.limits.max_text_bytes,
+                    metrics.clone(),
+                ));
                 // Finishes payments left without an outcome, from this
-                // process or a previous one.
+                // process or a previous one, and tells the customers.
+                let notify: Arc<crate::bank::Notify> = {
+                    let conv = conv.clone();
+                    Arc::new(move |events| conv.publish(events))
+                };
                 let reconciler = tokio::spawn(crate::bank::run_reconciler(
                     store.clone(),
-                    bank.clone(),
-                    Duration::from_millis(settings.bank.reconcile_interval_ms),
-                    Duration::from_millis(settings.bank.reconcile_after_ms),
+                    bank,
+                    crate::bank::ReconcilerConfig {
+                        interval: Duration::from_millis(settings.bank.reconcile_interval_ms),
+                        idle: Duration::from_millis(settings.bank.reconcile_after_ms),
+                        texts: settings.bot.clone(),
+                    },
+                    notify,
                     {
                         let mut stop = shutdown_rx_for_reconciler.clone();
                         async move {
@@ -206,14 +222,6 @@ impl Server {
                     },
                 ));
                 reconcilers.push(reconciler);
-                let conv = Arc::new(Conversations::new(
-                    store.clone(),
-                    nlu,
-                    bank,
-                    settings.bot.clone(),
-                    settings.limits.max_text_bytes,
-                    metrics.clone(),
-                ));
                 let _ = shared.ready.set(conv);
                 set_health(&health, ServingStatus::Serving).await;
                 tracing::info!(backend = ?store.backend(), "serving");

@@ -159,6 +159,15 @@ impl Conversations {
         &self.hub
     }
 
+    /// Publishes events stored outside a turn (the reconciler's messages)
+    /// to this replica's live streams. A stream that sees them out of
+    /// order with a concurrent turn's notices the gap and reads the store.
+    pub fn publish(&self, events: Vec<Event>) {
+        for e in events {
+            self.hub.publish(LiveEvent::Stored(e));
+        }
+    }
+
     pub fn engine(&self) -> &Engine {
         &self.nlu.engine
     }

@@ -12,7 +12,10 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store, StoreError, now_ms};
+use super::{
+    Author, ConversationState, Event, EventKind, Message, Result, Store, StoreError, now_ms, rows,
+    seq,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PaymentState {
@@ -202,6 +205,84 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(payment).collect()
+    }
+
+    /// Moves the payment like [`Store::move_payment`] and, in the same
+    /// transaction, tells the customer in the payment's conversation (a bot
+    /// message, unless the conversation has ended). Either both happen or
+    /// neither: the customer is told once. Returns whether it moved and the
+    /// stored events (to publish to live streams).
+    pub async fn move_payment_and_tell(
+        &self,
+        key: &str,
+        from: &[PaymentState],
+        to: PaymentState,
+        detail: Option<&str>,
+        notice: &str,
+    ) -> Result<(bool, Vec<Event>)> {
+        let now = now_ms();
+        let _gate = self.gate().await;
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(&format!(
+            "UPDATE payments SET state = $1, detail = COALESCE($2, detail), updated_at = $3, \
+             lease_until = 0 WHERE idempotency_key = $4 AND {}",
+            in_states(from)
+        ))
+        .bind(to.as_str())
+        .bind(detail)
+        .bind(now)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !moved {
+            tx.rollback().await?;
+            return Ok((false, Vec::new()));
+        }
+        let row = sqlx::query(
+            "SELECT conversation_id, customer_id FROM payments WHERE idempotency_key = $1",
+        )
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await?;
+        let conversation: String = row.try_get("conversation_id")?;
+        let customer: String = row.try_get("customer_id")?;
+        let lock = rows::lock_conversation(&mut tx, &conversation, &customer, now).await?;
+        let Some(lock) = lock.filter(|l| l.state != ConversationState::Ended) else {
+            // Nobody to tell; the verdict still counts.
+            tx.commit().await?;
+            return Ok((true, Vec::new()));
+        };
+        let message = Message {
+            id: uuid::Uuid::now_v7().to_string(),
+            conversation_id: conversation.clone(),
+            sequence: lock.last_sequence + 1,
+            author: Author::Bot,
+            text: notice.to_owned(),
+            quick_replies: Vec::new(),
+            client_message_id: None,
+            reply_to: None,
+            nlu: None,
+            state_after: None,
+            created_at: now,
+        };
+        rows::insert_messages(&mut tx, &[&message], None).await?;
+        sqlx::query("UPDATE conversations SET last_sequence = $1 WHERE id = $2")
+            .bind(seq(message.sequence))
+            .bind(&conversation)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((
+            true,
+            vec![Event {
+                conversation_id: conversation,
+                sequence: message.sequence,
+                created_at: now,
+                kind: EventKind::Message(message),
+            }],
+        ))
     }
 
     /// Takes the payment for `lease_ms` (one reconciler at a time across
