@@ -18,15 +18,8 @@ use bankbot_connectors::http::{HttpBank, HttpConfig};
 use bankbot_connectors::resilience::{BreakerConfig, BreakerState, RetryPolicy};
 use bankbot_connectors::{Bank, ConnectorError, Money, TransferRequest};
 
+use super::bench::percentile;
 use crate::cli::ConnectorBenchArgs;
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
