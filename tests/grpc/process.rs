@@ -245,3 +245,74 @@ async fn sigterm_drains_and_closes_streams_cleanly() {
     assert!(status.success(), "exit status {status:?}");
     db.drop_now().await;
 }
+
+/// `serve --sandbox` starts the sandbox bank in the same process and acts
+/// on it: a balance comes from its ledger, and the customer is enrolled
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_the_sandbox_acts_on_the_sandbox_ledger() {
+    let db = Db::fresh(Backend::Sqlite).await;
+    let config = db.dir.path().join("sandbox.toml");
+    std::fs::write(&config, "[bank]\nsandbox_listen = \"127.0.0.1:0\"\n").unwrap();
+    let mut child = bankbot()
+        .args([
+            "serve",
+            "--sandbox",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(db.dir.path())
+        .arg("--model")
+        .arg(repo_model())
+        .env("BANKBOT_JWKS_FILE", fixtures().join("jwks.json"))
+        .env("BANKBOT_JWT_ISSUER", ISSUER)
+        .env("BANKBOT_JWT_AUDIENCE", AUDIENCE)
+        .env_remove("DATABASE_URL")
+        .env_remove("BANKBOT_BANK_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut bank_url = None;
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("bankbot: sandbox bank on ") {
+            bank_url = rest.split_whitespace().next().map(str::to_owned);
+        }
+        if let Some(a) = line.strip_prefix("bankbot: listening on ") {
+            break a.parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let bank_url = bank_url.expect("the sandbox's address is printed first");
+    assert!(db.dir.path().join("sandbox-bank.sqlite3").exists());
+
+    let mut c = connect(addr).await;
+    let id = start(&mut c, "sam").await;
+    let r = send(
+        &mut c,
+        "sam",
+        &id,
+        "1",
+        "how much money is in my current account",
+    )
+    .await
+    .unwrap();
+    assert!(r.messages[0].text.contains("£1,234.56"), "{:?}", r.messages);
+    let root = bank_url.trim_end_matches("/open-banking/v3.1");
+    let audit: serde_json::Value = reqwest::get(format!("{root}/sandbox/audit"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["balances"]["sam/acc-current"], 123_456, "{audit}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
