@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use bankbot_connectors::http::{HttpBank, HttpConfig};
+use bankbot_connectors::http::{CallObserver, HttpBank, HttpConfig};
 use bankbot_connectors::memory::MemoryBank;
+use bankbot_connectors::resilience::BreakerConfig;
 use bankbot_connectors::{Bank, ConnectorError, Money, TransferOutcome, TransferRequest};
 
 use crate::settings::{BankSettings, BotSettings};
@@ -29,7 +30,10 @@ pub type Notify = dyn Fn(Vec<Event>) + Send + Sync;
 /// The connector the settings name: the bank API over HTTP when
 /// `bank.url` is set (the sandbox bank's URL with `--sandbox`), else the
 /// in-process demo bank.
-pub fn connect(settings: &BankSettings) -> anyhow::Result<Arc<dyn Bank>> {
+pub fn connect(
+    settings: &BankSettings,
+    observer: Option<Arc<dyn CallObserver>>,
+) -> anyhow::Result<Arc<dyn Bank>> {
     if settings.url.is_empty() {
         tracing::warn!(
             "no bank configured (bank.url, --sandbox): the in-process demo bank answers; nothing is real"
@@ -59,6 +63,17 @@ pub fn connect(settings: &BankSettings) -> anyhow::Result<Arc<dyn Bank>> {
     if let Some(p) = &settings.client_identity_file {
         c.identity_pem = Some(read(p, "client identity file")?);
     }
+    let b = &settings.breaker;
+    c.breaker = BreakerConfig {
+        window: b.window,
+        min_calls: b.min_calls,
+        failure_ratio: f64::from(b.failure_percent) / 100.0,
+        slow_ratio: f64::from(b.slow_percent) / 100.0,
+        slow_call: Duration::from_millis(b.slow_call_ms),
+        open_for: Duration::from_millis(b.open_ms),
+        probes: b.probes,
+    };
+    c.observer = observer;
     let bank = HttpBank::new(c).map_err(|e| anyhow::anyhow!("bank connector: {e}"))?;
     tracing::info!(url = %settings.url, "bank connector ready");
     Ok(Arc::new(bank))

@@ -64,6 +64,41 @@ pub struct BankSettings {
     pub reconcile_interval_ms: u64,
     /// A payment untouched this long is the reconciler's to finish.
     pub reconcile_after_ms: u64,
+    pub breaker: BreakerSettings,
+}
+
+/// When the bank connector's circuit breaker opens and how it recovers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSettings {
+    /// Calls remembered.
+    pub window: usize,
+    /// Fewest calls in the window before it may open.
+    pub min_calls: usize,
+    /// Open when this share of the window failed (1–100)…
+    pub failure_percent: u8,
+    /// …or was slower than `slow_call_ms` (1–100).
+    pub slow_percent: u8,
+    pub slow_call_ms: u64,
+    /// How long it refuses before letting probes through.
+    pub open_ms: u64,
+    /// Successful probes that close it.
+    pub probes: usize,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        let d = bankbot_connectors::resilience::BreakerConfig::default();
+        Self {
+            window: d.window,
+            min_calls: d.min_calls,
+            failure_percent: (d.failure_ratio * 100.0).round() as u8,
+            slow_percent: (d.slow_ratio * 100.0).round() as u8,
+            slow_call_ms: u64::try_from(d.slow_call.as_millis()).unwrap_or(u64::MAX),
+            open_ms: u64::try_from(d.open_for.as_millis()).unwrap_or(u64::MAX),
+            probes: d.probes,
+        }
+    }
 }
 
 impl Default for BankSettings {
@@ -80,6 +115,7 @@ impl Default for BankSettings {
             client_identity_file: None,
             reconcile_interval_ms: 2_000,
             reconcile_after_ms: 10_000,
+            breaker: BreakerSettings::default(),
         }
     }
 }
@@ -516,6 +552,21 @@ impl Settings {
                 bankbot_connectors::http::OPERATIONS.join(", ")
             ));
         }
+        let k = &b.breaker;
+        if k.window == 0
+            || k.min_calls == 0
+            || k.min_calls > k.window
+            || k.probes == 0
+            || !(1..=100).contains(&k.failure_percent)
+            || !(1..=100).contains(&k.slow_percent)
+            || k.open_ms == 0
+        {
+            return bad(
+                "bank.breaker: window, min_calls (≤ window), probes and open_ms must be > 0, \
+                 failure_percent and slow_percent 1–100"
+                    .into(),
+            );
+        }
         if b.max_response_kib == 0 || b.reconcile_interval_ms == 0 {
             return bad("bank.max_response_kib and bank.reconcile_interval_ms must be > 0".into());
         }
@@ -715,6 +766,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("deadline_ms"), "{e}");
+
+        let e = Settings::load(None, &[], &[flag("bank.breaker.min_calls", "50")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bank.breaker"), "{e}");
+        let s = Settings::load(None, &[], &[flag("bank.breaker.open_ms", "2500")]).unwrap();
+        assert_eq!(s.bank.breaker.open_ms, 2_500);
+        assert_eq!(s.bank.breaker.failure_percent, 50);
     }
 
     #[test]

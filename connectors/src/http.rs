@@ -53,6 +53,32 @@ pub const OPERATIONS: &[&str] = &[
     "update_contact",
 ];
 
+/// Told about every call (for metrics): the operation, how it ended, and
+/// how long it took with all its attempts; and the breaker's state after
+/// each attempt.
+pub trait CallObserver: Send + Sync + std::fmt::Debug {
+    fn call(&self, operation: &'static str, outcome: &'static str, took: Duration);
+    fn breaker(&self, open: bool);
+}
+
+/// How a call ended, as [`CallObserver::call`] names it.
+fn outcome_name(result: &std::result::Result<(StatusCode, Vec<u8>), Failure>) -> &'static str {
+    match result {
+        Ok((status, _)) if status.is_success() => "ok",
+        Ok((status, _)) if status.is_client_error() => "refused",
+        Ok(_) => "unexpected_status",
+        Err(f) => match f.error {
+            ConnectorError::Timeout => "timeout",
+            ConnectorError::Malformed(_) => "malformed",
+            ConnectorError::CircuitOpen { .. } => "circuit_open",
+            ConnectorError::Unavailable => "unavailable",
+            ConnectorError::NotFound(_)
+            | ConnectorError::Refused(_)
+            | ConnectorError::Invalid(_) => "refused",
+        },
+    }
+}
+
 /// How to reach one bank and how patiently.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -74,6 +100,8 @@ pub struct HttpConfig {
     pub ca_pem: Option<Vec<u8>>,
     /// PEM client certificate and key for mutual TLS.
     pub identity_pem: Option<Vec<u8>>,
+    /// Told about every call (metrics).
+    pub observer: Option<std::sync::Arc<dyn CallObserver>>,
 }
 
 impl HttpConfig {
@@ -89,6 +117,7 @@ impl HttpConfig {
             breaker: BreakerConfig::default(),
             ca_pem: None,
             identity_pem: None,
+            observer: None,
         }
     }
 
@@ -365,9 +394,23 @@ impl HttpBank {
         url
     }
 
+    /// [`Self::attempts`], observed.
+    async fn exchange(
+        &self,
+        r: &Request<'_>,
+    ) -> std::result::Result<(StatusCode, Vec<u8>), Failure> {
+        let started = Instant::now();
+        let result = self.attempts(r).await;
+        if let Some(o) = &self.config.observer {
+            o.call(r.op, outcome_name(&result), started.elapsed());
+            o.breaker(matches!(self.breaker_state(), BreakerState::Open { .. }));
+        }
+        result
+    }
+
     /// Sends `r` until it gets an answer to interpret, the retry schedule
     /// gives up, or the deadline passes.
-    async fn exchange(
+    async fn attempts(
         &self,
         r: &Request<'_>,
     ) -> std::result::Result<(StatusCode, Vec<u8>), Failure> {

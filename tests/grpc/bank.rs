@@ -66,6 +66,18 @@ async fn flows_against_the_sandbox(backend: Backend) {
     .await
     .unwrap();
     assert!(text(&r).contains("£1,234.56"), "{}", text(&r));
+    // Bank calls are measured.
+    let metrics = reqwest::get(format!("http://{}/metrics", app.admin.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bankbot_bank_call_seconds_count{operation=\"balance\",outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("bankbot_bank_breaker_open 0"), "{metrics}");
 
     // Transactions: the sandbox books them relative to its enrolment day.
     let r = send(

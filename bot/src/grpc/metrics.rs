@@ -24,6 +24,8 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     engine_queue: Gauge<i64, std::sync::atomic::AtomicI64>,
     open_streams: Gauge<i64, std::sync::atomic::AtomicI64>,
+    bank_calls: Family<Labels, Histogram>,
+    bank_breaker_open: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -43,6 +45,21 @@ impl Metrics {
         let errors = Family::<Labels, Counter>::default();
         let engine_queue = Gauge::default();
         let open_streams = Gauge::default();
+        // 0.25 ms .. ~8 s
+        let bank_calls = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+        });
+        let bank_breaker_open = Gauge::default();
+        registry.register(
+            "bank_call_seconds",
+            "Bank connector calls (all attempts), by operation and outcome",
+            bank_calls.clone(),
+        );
+        registry.register(
+            "bank_breaker_open",
+            "1 while the bank connector's circuit breaker is open",
+            bank_breaker_open.clone(),
+        );
         registry.register(
             "turn_latency_seconds",
             "Time to handle one customer turn (validate, classify, store)",
@@ -87,6 +104,8 @@ impl Metrics {
             errors,
             engine_queue,
             open_streams,
+            bank_calls,
+            bank_breaker_open,
         }
     }
 
@@ -130,5 +149,20 @@ impl TurnObserver for Metrics {
         if nlu.out_of_scope {
             self.fallbacks.inc();
         }
+    }
+}
+
+impl bankbot_connectors::http::CallObserver for Metrics {
+    fn call(&self, operation: &'static str, outcome: &'static str, took: Duration) {
+        self.bank_calls
+            .get_or_create(&vec![
+                ("operation", operation.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .observe(took.as_secs_f64());
+    }
+
+    fn breaker(&self, open: bool) {
+        self.bank_breaker_open.set(i64::from(open));
     }
 }

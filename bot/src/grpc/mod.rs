@@ -179,7 +179,8 @@ impl Server {
                 .await
                 .context("opening the database")?;
             store.migrate().await.context("migrating the database")?;
-            let bank = crate::bank::connect(&settings.bank)?;
+            let observer: Arc<dyn bankbot_connectors::http::CallObserver> = metrics.clone();
+            let bank = crate::bank::connect(&settings.bank, Some(observer))?;
             let nlu = nlu.await?;
             anyhow::Ok((store, nlu, bank))
         };
