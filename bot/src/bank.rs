@@ -79,6 +79,23 @@ pub fn connect(
     Ok(Arc::new(bank))
 }
 
+/// How the journal records a transfer's outcome: its state and detail
+/// (the bank's reference, or why it was refused).
+pub fn journal_entry(outcome: &TransferOutcome) -> (PaymentState, Option<String>) {
+    match outcome {
+        TransferOutcome::Settled { reference } => (PaymentState::Settled, Some(reference.clone())),
+        TransferOutcome::Accepted { reference } => {
+            (PaymentState::Accepted, Some(reference.clone()))
+        }
+        TransferOutcome::InsufficientFunds => {
+            (PaymentState::Rejected, Some("insufficient funds".into()))
+        }
+        TransferOutcome::LimitExceeded => (PaymentState::Rejected, Some("limit exceeded".into())),
+        TransferOutcome::Rejected { reason } => (PaymentState::Rejected, Some(reason.clone())),
+        TransferOutcome::Unknown => (PaymentState::Unknown, None),
+    }
+}
+
 /// What one reconciliation round did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Round {
@@ -188,16 +205,7 @@ async fn resolve(
             }
         }
     };
-    let (state, detail) = match outcome {
-        TransferOutcome::Settled { reference } => (PaymentState::Settled, Some(reference)),
-        TransferOutcome::Accepted { reference } => (PaymentState::Accepted, Some(reference)),
-        TransferOutcome::InsufficientFunds => {
-            (PaymentState::Rejected, Some("insufficient funds".into()))
-        }
-        TransferOutcome::LimitExceeded => (PaymentState::Rejected, Some("limit exceeded".into())),
-        TransferOutcome::Rejected { reason } => (PaymentState::Rejected, Some(reason)),
-        TransferOutcome::Unknown => (PaymentState::Unknown, None),
-    };
+    let (state, detail) = journal_entry(&outcome);
     let from = [
         PaymentState::Confirmed,
         PaymentState::Submitted,

@@ -83,26 +83,26 @@ pub struct Executor {
     pub journal: Option<Store>,
 }
 
-/// An idempotency key (≤ 128 visible ASCII characters) for `parts`.
-pub fn derive_key(kind: &str, parts: &[&str]) -> String {
+/// SHA-256 of `parts`, each ended by a NUL (so no two lists collide), in hex.
+fn digest(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());
         h.update([0u8]);
     }
-    format!("bb-{kind}-{}", &hex::encode(h.finalize())[..40])
+    hex::encode(h.finalize())
+}
+
+/// An idempotency key (≤ 128 visible ASCII characters) for `parts`.
+pub fn derive_key(kind: &str, parts: &[&str]) -> String {
+    format!("bb-{kind}-{}", &digest(parts)[..40])
 }
 
 /// What a step-up code authorises: the operation and all its arguments in
 /// this conversation.
 pub fn binding(conversation: &str, operation: Operation, args: &BTreeMap<String, Value>) -> String {
     let canonical = serde_json::to_string(args).unwrap_or_default();
-    let mut h = Sha256::new();
-    for p in [conversation, operation.name(), &canonical] {
-        h.update(p.as_bytes());
-        h.update([0u8]);
-    }
-    hex::encode(h.finalize())
+    digest(&[conversation, operation.name(), &canonical])
 }
 
 /// A short name of where the dialog is: `idle`, `collecting:<slot>`,
@@ -166,14 +166,19 @@ impl Executor {
                 Vec::new()
             })
         };
-        let accounts = or_outage(self.bank.accounts(customer).await.map(|v| {
+        // Three independent reads: one round trip's wait, not three.
+        let (accounts, cards, payees) = tokio::join!(
+            self.bank.accounts(customer),
+            self.bank.cards(customer),
+            self.bank.payees(customer)
+        );
+        let accounts = or_outage(accounts.map(|v| {
             v.into_iter()
                 .map(|a| named(&a.id, &a.name, a.nicknames))
-                .collect::<Vec<_>>()
+                .collect()
         }));
-        let cards = self.bank.cards(customer).await;
         let cards = or_outage(cards.map(|v| v.into_iter().map(|c| card_named(&c)).collect()));
-        let payees = or_outage(self.bank.payees(customer).await.map(|v| {
+        let payees = or_outage(payees.map(|v| {
             v.into_iter()
                 .map(|p| named(&p.id, &p.name, p.nicknames))
                 .collect()
@@ -611,26 +616,10 @@ impl Executor {
             })?;
         let outcome = self.bank.transfer(customer, request).await;
         let (state, detail) = match &outcome {
-            Ok(TransferOutcome::Settled { reference }) => {
-                (PaymentState::Settled, Some(reference.clone()))
-            }
-            Ok(TransferOutcome::Accepted { reference }) => {
-                (PaymentState::Accepted, Some(reference.clone()))
-            }
-            Ok(TransferOutcome::InsufficientFunds) => (
-                PaymentState::Rejected,
-                Some("insufficient funds".to_owned()),
-            ),
-            Ok(TransferOutcome::LimitExceeded) => {
-                (PaymentState::Rejected, Some("limit exceeded".to_owned()))
-            }
-            Ok(TransferOutcome::Rejected { reason }) => {
-                (PaymentState::Rejected, Some(reason.clone()))
-            }
+            Ok(o) => crate::bank::journal_entry(o),
             // Sent without a verdict: the reconciler asks the bank (and
             // sends it again under the same key if the bank never got it).
-            Ok(TransferOutcome::Unknown)
-            | Err(ConnectorError::Timeout | ConnectorError::Malformed(_)) => {
+            Err(ConnectorError::Timeout | ConnectorError::Malformed(_)) => {
                 (PaymentState::Unknown, None)
             }
             // Never reached the bank, and the customer is told so: final.

@@ -28,6 +28,17 @@ pub async fn admin_get(bank: &bankbot_sandbox::Sandbox, path: &str) -> Value {
     r.json().await.unwrap()
 }
 
+/// Replaces the sandbox's faults (`{}`: none).
+async fn set_faults(bank: &bankbot_sandbox::Sandbox, faults: Value) {
+    let r = reqwest::Client::new()
+        .put(format!("http://{}/sandbox/faults", bank.local_addr()))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+}
+
 async fn latest_code(bank: &bankbot_sandbox::Sandbox, customer: &str) -> String {
     admin_get(bank, &format!("/sandbox/customers/{customer}/codes/latest")).await["Code"]
         .as_str()
@@ -159,15 +170,13 @@ async fn flows_against_the_sandbox(backend: Backend) {
         .unwrap();
     assert_eq!(card.status, bankbot_connectors::CardStatus::Blocked);
 
-    // The bank failing every change: the customer hears so, the card is
-    // untouched, and the retries stopped at three.
-    let down = reqwest::Client::new()
-        .put(format!("http://{}/sandbox/faults", bank.local_addr()))
-        .json(&serde_json::json!({"error_rate": 1.0, "scope": "writes"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(down.status().is_success());
+    // The bank failing every change: the customer hears so, and the card
+    // is untouched.
+    set_faults(
+        &bank,
+        serde_json::json!({"error_rate": 1.0, "scope": "writes"}),
+    )
+    .await;
     let r = send(&mut c, who, &id, "f1", "freeze my credit card")
         .await
         .unwrap();
@@ -226,25 +235,17 @@ async fn an_unknown_payment_is_reconciled(backend: Backend) {
     .unwrap();
     send(&mut c, who, &id, "u2", "yes").await.unwrap();
     let code = latest_code(&bank, who).await;
-    let slow = reqwest::Client::new()
-        .put(format!("http://{}/sandbox/faults", bank.local_addr()))
-        .json(&serde_json::json!({"latency_ms": 1500, "scope": "payments"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(slow.status().is_success());
+    set_faults(
+        &bank,
+        serde_json::json!({"latency_ms": 1500, "scope": "payments"}),
+    )
+    .await;
     let r = send(&mut c, who, &id, "u3", &code).await.unwrap();
     let said: String = r.messages.iter().map(|m| m.text.as_str()).collect();
     assert!(!said.contains("on its way"), "{said}");
     assert!(!said.to_lowercase().contains("failed"), "{said}");
     // The bank recovers; the reconciler asks it what became of the key.
-    let healthy = reqwest::Client::new()
-        .put(format!("http://{}/sandbox/faults", bank.local_addr()))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert!(healthy.status().is_success());
+    set_faults(&bank, serde_json::json!({})).await;
     let store = app.store().await;
     let mut settled = false;
     for _ in 0..100 {

@@ -185,7 +185,7 @@ impl Server {
             anyhow::Ok((store, nlu, bank))
         };
         let shutdown_rx_for_reconciler = shared.shutdown.clone();
-        let mut reconcilers = Vec::new();
+        let mut reconciler = None;
         let started = tokio::select! {
             r = init => Some(r),
             () = &mut shutdown => None,
@@ -206,7 +206,7 @@ impl Server {
                     let conv = conv.clone();
                     Arc::new(move |events| conv.publish(events))
                 };
-                let reconciler = tokio::spawn(crate::bank::run_reconciler(
+                reconciler = Some(tokio::spawn(crate::bank::run_reconciler(
                     store.clone(),
                     bank,
                     crate::bank::ReconcilerConfig {
@@ -221,8 +221,7 @@ impl Server {
                             let _ = stop.wait_for(|s| *s).await;
                         }
                     },
-                ));
-                reconcilers.push(reconciler);
+                )));
                 let _ = shared.ready.set(conv);
                 set_health(&health, ServingStatus::Serving).await;
                 tracing::info!(backend = ?store.backend(), "serving");
@@ -250,7 +249,7 @@ impl Server {
             Err(_) => tracing::warn!("in-flight calls did not finish within the grace period"),
         }
         janitor.abort();
-        for r in reconcilers {
+        if let Some(r) = reconciler {
             let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
         }
         if let Some(t) = admin_task {

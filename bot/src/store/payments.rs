@@ -113,6 +113,30 @@ fn in_states(states: &[PaymentState]) -> String {
     format!("state IN ({})", list.join(", "))
 }
 
+/// The one state transition: `from` → `to`, keeping the detail unless a
+/// new one is given, releasing any lease; whether the row moved.
+async fn update_state(
+    conn: &mut sqlx::AnyConnection,
+    key: &str,
+    from: &[PaymentState],
+    to: PaymentState,
+    detail: Option<&str>,
+    now: i64,
+) -> Result<bool> {
+    let done = sqlx::query(&format!(
+        "UPDATE payments SET state = $1, detail = COALESCE($2, detail), updated_at = $3, \
+         lease_until = 0 WHERE idempotency_key = $4 AND {}",
+        in_states(from)
+    ))
+    .bind(to.as_str())
+    .bind(detail)
+    .bind(now)
+    .bind(key)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 impl Store {
     /// Commits the payment as `confirmed` unless its key is already
     /// journalled; returns the stored row either way (a retried turn finds
@@ -171,18 +195,8 @@ impl Store {
         detail: Option<&str>,
     ) -> Result<bool> {
         let _gate = self.gate().await;
-        let done = sqlx::query(&format!(
-            "UPDATE payments SET state = $1, detail = COALESCE($2, detail), updated_at = $3, \
-             lease_until = 0 WHERE idempotency_key = $4 AND {}",
-            in_states(from)
-        ))
-        .bind(to.as_str())
-        .bind(detail)
-        .bind(now_ms())
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut conn = self.pool.acquire().await?;
+        update_state(&mut conn, key, from, to, detail, now_ms()).await
     }
 
     /// Payments not final and not touched for `idle_ms`, oldest first, whose
@@ -223,19 +237,7 @@ impl Store {
         let now = now_ms();
         let _gate = self.gate().await;
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(&format!(
-            "UPDATE payments SET state = $1, detail = COALESCE($2, detail), updated_at = $3, \
-             lease_until = 0 WHERE idempotency_key = $4 AND {}",
-            in_states(from)
-        ))
-        .bind(to.as_str())
-        .bind(detail)
-        .bind(now)
-        .bind(key)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let moved = update_state(&mut tx, key, from, to, detail, now).await?;
         if !moved {
             tx.rollback().await?;
             return Ok((false, Vec::new()));
