@@ -47,7 +47,15 @@ pub fn connect(
     if let Some(p) = &settings.token_file {
         let token = String::from_utf8(read(p, "token file")?)
             .with_context(|| format!("{} is not text", p.display()))?;
-        c.token = Some(token.trim().to_owned());
+        let token = token.trim();
+        // It travels in a header: an empty or unprintable token would only
+        // show up later as every call refused.
+        anyhow::ensure!(
+            !token.is_empty() && token.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+            "the bank token file {} must hold one token of visible ASCII characters",
+            p.display()
+        );
+        c.token = Some(token.to_owned());
     }
     c.deadline = Duration::from_millis(settings.deadline_ms);
     c.deadlines = settings
@@ -305,5 +313,28 @@ pub async fn run_reconciler(
             () = &mut stop => return,
             () = tokio::time::sleep(interval) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bank_token_file_must_hold_a_usable_token() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        let settings = BankSettings {
+            url: "http://127.0.0.1:1/open-banking/v3.1".into(),
+            token_file: Some(file.clone()),
+            ..BankSettings::default()
+        };
+        for bad in ["", "  \n", "two words"] {
+            std::fs::write(&file, bad).expect("write");
+            let e = connect(&settings, None).expect_err(bad).to_string();
+            assert!(e.contains("visible ASCII"), "{bad:?}: {e}");
+        }
+        std::fs::write(&file, "s3cr3t-token\n").expect("write");
+        assert!(connect(&settings, None).is_ok());
     }
 }
