@@ -712,13 +712,8 @@ impl HttpBank {
 
 /// A payment's `InstructionIdentification` (≤ 35 characters) from its key.
 fn short_id(key: &str) -> String {
-    key.chars()
-        .rev()
-        .take(35)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect()
+    let skip = key.chars().count().saturating_sub(35);
+    key.chars().skip(skip).collect()
 }
 
 impl Bank for HttpBank {

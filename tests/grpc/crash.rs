@@ -51,33 +51,42 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_bank(port: u16, dir: &Path, crash_rate: f64) -> Child {
-    // The port may still be held for a moment by the previous process.
+/// Spawns `cmd` until it prints a line starting with `ready` (the port may
+/// still be held for a moment by the previous process), then keeps
+/// draining its stdout.
+fn spawn_ready(cmd: &mut std::process::Command, ready: &str) -> Child {
     for _ in 0..50 {
-        let mut child = bankbot()
-            .args(["sandbox-bank", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--db")
-            .arg(dir.join("bank.sqlite3"))
-            .args(["--fixed-code", CODE])
-            .args(["--crash-after-apply-rate", &crash_rate.to_string()])
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("sandbox-bank: listening on") => {
-                std::thread::spawn(move || for _ in lines {});
-                return child;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let started = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with(ready) => break true,
+                Some(Ok(_)) => {}
+                _ => break false,
             }
-            _ => {
-                let _ = child.wait();
-                std::thread::sleep(Duration::from_millis(100));
-            }
+        };
+        if started {
+            std::thread::spawn(move || for _ in lines {});
+            return child;
         }
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("the sandbox bank did not start on port {port}");
+    panic!("{cmd:?} did not start");
+}
+
+fn start_bank(port: u16, dir: &Path, crash_rate: f64) -> Child {
+    let mut cmd = bankbot();
+    cmd.args(["sandbox-bank", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--db")
+        .arg(dir.join("bank.sqlite3"))
+        .args(["--fixed-code", CODE])
+        .args(["--crash-after-apply-rate", &crash_rate.to_string()]);
+    spawn_ready(&mut cmd, "sandbox-bank: listening on")
 }
 
 fn start_bot(port: u16, bank_port: u16, dir: &Path, url: Option<&str>) -> Child {
@@ -99,9 +108,7 @@ fn start_bot(port: u16, bank_port: u16, dir: &Path, url: Option<&str>) -> Child 
         .env("BANKBOT_CUSTOMER_BURST", "1000")
         .env("BANKBOT_BANK_DEADLINE_MS", "2000")
         .env("BANKBOT_LOG_LEVEL", "warn")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .env_remove("DATABASE_URL");
     if let Some(url) = url {
         cmd.env("DATABASE_URL", url);
     }
@@ -113,25 +120,7 @@ fn start_bot(port: u16, bank_port: u16, dir: &Path, url: Option<&str>) -> Child 
     )
     .unwrap();
     cmd.arg("--config").arg(&config);
-    for _ in 0..50 {
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let started = loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("bankbot: listening on") => break true,
-                Some(Ok(_)) => {}
-                _ => break false,
-            }
-        };
-        if started {
-            std::thread::spawn(move || for _ in lines {});
-            return child;
-        }
-        let _ = child.wait();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("bankbot serve did not start on port {port}");
+    spawn_ready(&mut cmd, "bankbot: listening on")
 }
 
 /// A client that reconnects until the server answers.
