@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["bankbot/v1/conversation.proto"];
+    let files = ["bankbot/v1/conversation.proto", "bankbot/v1/agent.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -86,6 +86,9 @@ pub struct Principal {
     /// control characters.
     pub subject: String,
     pub role: Role,
+    /// Agents only: the queues the token allows (`skills` claim); `None`
+    /// when the claim is absent (any queue).
+    pub skills: Option<Vec<String>>,
 }
 
 /// Where the verification keys come from.
@@ -435,7 +438,32 @@ impl Authenticator {
             });
         }
         let role = Role::from_claim(&claims.role)?;
-        Ok(Principal { subject, role })
+        let skills = match claims.skills {
+            Value::Null => None,
+            Value::Array(items) if items.len() <= 64 => Some(
+                items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) if !s.is_empty() && s.len() <= 32 => Ok(s),
+                        _ => Err(AuthError::InvalidClaim {
+                            claim: "skills",
+                            problem: "every skill must be a string of 1-32 bytes",
+                        }),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            _ => {
+                return Err(AuthError::InvalidClaim {
+                    claim: "skills",
+                    problem: "it must be a list of at most 64 skill names",
+                });
+            }
+        };
+        Ok(Principal {
+            subject,
+            role,
+            skills,
+        })
     }
 }
 
@@ -518,6 +546,8 @@ struct Claims {
     sub: Value,
     #[serde(default)]
     role: Value,
+    #[serde(default)]
+    skills: Value,
 }
 
 /// Maps a `jsonwebtoken` error without ever using its message (which may
@@ -1099,7 +1129,8 @@ mod tests {
             p,
             Principal {
                 subject: "customer-42".into(),
-                role: Role::Customer
+                role: Role::Customer,
+                skills: None,
             }
         );
     }
@@ -1112,6 +1143,30 @@ mod tests {
             let p = auth.verify_header(bearer(&t).as_deref()).unwrap();
             assert_eq!(p.subject, "customer-42", "{kid}");
             assert_eq!(auth.verify_token(&t).unwrap(), p);
+        }
+    }
+
+    #[test]
+    fn agent_skills_claim() {
+        let auth = jwks();
+        let with = |v: Value| {
+            let c = with(|m| {
+                m.insert("role".into(), json!("agent"));
+                m.insert("skills".into(), v);
+            });
+            auth.verify_token(&token(fixtures(), "rsa-1", &c))
+        };
+        assert_eq!(
+            with(json!(["cards", "fraud"])).unwrap().skills,
+            Some(vec!["cards".to_owned(), "fraud".to_owned()])
+        );
+        assert_eq!(with(Value::Null).unwrap().skills, None);
+        for bad in [json!("cards"), json!([""]), json!([1]), json!({"a": 1})] {
+            assert_eq!(
+                with(bad.clone()).unwrap_err().reason(),
+                "MISSING_CLAIM",
+                "{bad}"
+            );
         }
     }
 

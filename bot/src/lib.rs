@@ -14,6 +14,7 @@ pub mod catalogue;
 pub mod cli;
 pub mod commands;
 pub mod diag;
+pub mod escalation;
 pub mod evalset;
 pub mod executor;
 pub mod fetch;

@@ -34,6 +34,53 @@ pub struct Settings {
     pub storage: StorageSettings,
     pub bot: BotSettings,
     pub bank: BankSettings,
+    pub escalation: EscalationSettings,
+}
+
+/// Hand-overs to human agents: where the queue lives and its timings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationSettings {
+    /// `embedded` (tables in the service's database) or `nats` (JetStream
+    /// at `nats_url`, for many replicas).
+    pub backend: QueueBackendName,
+    /// The NATS server (`NATS_URL`), for the `nats` backend.
+    pub nats_url: String,
+    /// How long a claim lasts without activity from its agent.
+    pub claim_lease_ms: u64,
+    /// Claims a ticket may lose to an expired lease before it is
+    /// dead-lettered.
+    pub max_deliveries: u32,
+    /// A ticket waiting this much longer than one of the next priority up
+    /// goes first (priority aging).
+    pub aging_secs: u64,
+    /// The expected handling time per conversation, for waiting estimates
+    /// before there is history.
+    pub average_handle_secs: u64,
+    /// How often expired claims are returned to the queue and waiting
+    /// customers' positions refreshed.
+    pub sweep_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueBackendName {
+    Embedded,
+    Nats,
+}
+
+impl Default for EscalationSettings {
+    fn default() -> Self {
+        Self {
+            backend: QueueBackendName::Embedded,
+            nats_url: String::new(),
+            claim_lease_ms: 60_000,
+            max_deliveries: 5,
+            aging_secs: 600,
+            average_handle_secs: 240,
+            sweep_interval_ms: 1_000,
+        }
+    }
 }
 
 /// The bank connector: where the bank API is and how patiently to call it.
@@ -218,6 +265,19 @@ pub struct BotSettings {
     pub payment_done_notice: String,
     /// …or did not (`{amount}`, `{reason}`).
     pub payment_failed_notice: String,
+    /// Told when the conversation joins the agents' queue (`{position}`,
+    /// `{wait}`).
+    pub handoff_queued_notice: String,
+    /// Told when an agent takes the conversation.
+    pub handoff_assigned_notice: String,
+    /// Told when the customer stops waiting.
+    pub handoff_cancelled_notice: String,
+    /// Told when the agent's claim lapsed and the customer waits again.
+    pub handoff_requeued_notice: String,
+    /// Told when the agent hands the conversation back to the bot.
+    pub handoff_returned_notice: String,
+    /// Told when the agent closes the conversation.
+    pub handoff_resolved_notice: String,
 }
 
 /// A database URL whose password never reaches logs or `config print`.
@@ -296,6 +356,7 @@ impl Default for Settings {
             storage: StorageSettings::default(),
             bot: BotSettings::default(),
             bank: BankSettings::default(),
+            escalation: EscalationSettings::default(),
         }
     }
 }
@@ -364,6 +425,21 @@ impl Default for BotSettings {
             payment_failed_notice: "Update on your payment of {amount}: it did not go through \
                                     ({reason}), so no money has left your account."
                 .into(),
+            handoff_queued_notice: "You're number {position} in the queue for a colleague; the \
+                                    wait is about {wait}. Say \"stop waiting\" to carry on with me."
+                .into(),
+            handoff_assigned_notice: "A colleague has joined the conversation.".into(),
+            handoff_cancelled_notice: "No problem, you've left the queue. What can I help you with?"
+                .into(),
+            handoff_requeued_notice: "Sorry, our colleague had to step away. You're back in the \
+                                      queue and the next colleague free will pick up."
+                .into(),
+            handoff_returned_notice: "You're back with the virtual assistant. What else can I \
+                                      help you with?"
+                .into(),
+            handoff_resolved_notice: "Our colleague has closed this conversation. Thank you for \
+                                      getting in touch."
+                .into(),
         }
     }
 }
@@ -407,6 +483,9 @@ pub const ENV_KEYS: &[(&str, &str)] = &[
     ("BANKBOT_SANDBOX", "bank.sandbox"),
     ("BANKBOT_BANK_TOKEN_FILE", "bank.token_file"),
     ("BANKBOT_BANK_DEADLINE_MS", "bank.deadline_ms"),
+    ("BANKBOT_QUEUE_BACKEND", "escalation.backend"),
+    ("NATS_URL", "escalation.nats_url"),
+    ("BANKBOT_NATS_URL", "escalation.nats_url"),
 ];
 
 /// A settings problem, naming the source.
@@ -527,6 +606,27 @@ impl Settings {
                 "database_url must be a postgres:// URL (or empty for the embedded SQLite database), got {}",
                 self.database_url.masked()
             ));
+        }
+        let q = &self.escalation;
+        if q.backend == QueueBackendName::Nats
+            && !(q.nats_url.starts_with("nats://") || q.nats_url.starts_with("tls://"))
+        {
+            return bad(format!(
+                "escalation.backend = \"nats\" needs escalation.nats_url (NATS_URL) as nats://host:port, got `{}`",
+                q.nats_url
+            ));
+        }
+        if !(1_000..=3_600_000).contains(&q.claim_lease_ms) {
+            return bad("escalation.claim_lease_ms must be between 1000 and 3600000".into());
+        }
+        if !(1..=100).contains(&q.max_deliveries) {
+            return bad("escalation.max_deliveries must be between 1 and 100".into());
+        }
+        if q.aging_secs == 0 || q.average_handle_secs == 0 {
+            return bad("escalation.aging_secs and escalation.average_handle_secs must be > 0".into());
+        }
+        if !(50..=60_000).contains(&q.sweep_interval_ms) {
+            return bad("escalation.sweep_interval_ms must be between 50 and 60000".into());
         }
         let b = &self.bank;
         if b.sandbox && !b.url.is_empty() {

@@ -661,6 +661,7 @@ impl Run<'_> {
             return;
         };
         if verified {
+            self.st.stepped_up = true;
             self.proceed();
             return;
         }

@@ -84,6 +84,10 @@ pub struct State {
     /// by the shell that sends codes; opaque to the engine.
     #[serde(default)]
     pub step_up_code: Option<String>,
+    /// A one-time code was verified in this conversation (the hand-over
+    /// ticket's authentication level).
+    #[serde(default)]
+    pub stepped_up: bool,
 }
 
 /// Where an offered hand-over would go.

@@ -5,7 +5,11 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::catalogue::QuickReply;
-use crate::store::{Author, ConversationState, Event, EventKind, Message, NluRecord};
+use crate::store::{
+    Author, Availability, ConversationState, Event, EventKind, HandoffStatus, Message, NluRecord,
+    Ticket, TicketState,
+};
+use bankbot_dialog::spec::Priority;
 
 pub fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
@@ -98,6 +102,12 @@ pub fn event(e: &Event) -> pb::ConversationEvent {
         EventKind::Ended { reason } => Kind::Ended(pb::ConversationEnded {
             reason: reason.clone(),
         }),
+        EventKind::Handoff {
+            ticket_id,
+            status,
+            position,
+            wait_secs,
+        } => Kind::Handoff(handoff(ticket_id, *status, *position, *wait_secs)),
     };
     pb::ConversationEvent {
         sequence: e.sequence,
@@ -114,6 +124,112 @@ pub fn typing(sequence: u64, who: Author, active: bool) -> pb::ConversationEvent
             author: author(who).into(),
             active,
         })),
+    }
+}
+
+pub fn handoff(
+    ticket_id: &str,
+    status: HandoffStatus,
+    position: u32,
+    wait_secs: u32,
+) -> pb::HandoffStatus {
+    use pb::handoff_status::Status;
+    pb::HandoffStatus {
+        status: match status {
+            HandoffStatus::Queued => Status::Queued,
+            HandoffStatus::Assigned => Status::Assigned,
+            HandoffStatus::ReturnedToBot => Status::ReturnedToBot,
+            HandoffStatus::Cancelled => Status::Cancelled,
+        }
+        .into(),
+        queue_position: position,
+        estimated_wait_seconds: wait_secs,
+        ticket_id: ticket_id.to_owned(),
+    }
+}
+
+/// A live-only queue update (position and wait while waiting).
+pub fn handoff_update(
+    sequence: u64,
+    ticket_id: &str,
+    position: u32,
+    wait_secs: u32,
+) -> pb::ConversationEvent {
+    pb::ConversationEvent {
+        sequence,
+        create_time: Some(timestamp(crate::store::now_ms())),
+        kind: Some(pb::conversation_event::Kind::Handoff(handoff(
+            ticket_id,
+            HandoffStatus::Queued,
+            position,
+            wait_secs,
+        ))),
+    }
+}
+
+pub fn priority(p: Priority) -> pb::TicketPriority {
+    match p {
+        Priority::Normal => pb::TicketPriority::Normal,
+        Priority::High => pb::TicketPriority::High,
+        Priority::Urgent => pb::TicketPriority::Urgent,
+    }
+}
+
+pub fn ticket_state(s: TicketState) -> pb::TicketState {
+    match s {
+        TicketState::Queued => pb::TicketState::Queued,
+        TicketState::Claimed => pb::TicketState::Claimed,
+        TicketState::Resolved => pb::TicketState::Resolved,
+        TicketState::HandedBack => pb::TicketState::HandedBack,
+        TicketState::Cancelled => pb::TicketState::Cancelled,
+        TicketState::DeadLetter => pb::TicketState::DeadLetter,
+    }
+}
+
+pub fn availability(a: Availability) -> pb::Availability {
+    match a {
+        Availability::Available => pb::Availability::Available,
+        Availability::Busy => pb::Availability::Busy,
+        Availability::Offline => pb::Availability::Offline,
+    }
+}
+
+pub fn ticket_summary(t: &Ticket) -> pb::TicketSummary {
+    pb::TicketSummary {
+        ticket_id: t.id.clone(),
+        conversation_id: t.conversation_id.clone(),
+        reason: t.reason.clone(),
+        priority: priority(t.priority).into(),
+        skill: t.skill.clone(),
+        enqueue_time: Some(timestamp(t.created_at)),
+        deliveries: t.deliveries,
+    }
+}
+
+/// A ticket with its transcript (oldest first) and the NLU trail read
+/// from the customer's messages.
+pub fn ticket(t: &Ticket, transcript: &[Message]) -> pb::Ticket {
+    pb::Ticket {
+        summary: Some(ticket_summary(t)),
+        customer_id: t.customer_id.clone(),
+        state: ticket_state(t.state).into(),
+        agent_id: t.agent_id.clone().unwrap_or_default(),
+        lease_expire_time: (t.lease_until > 0).then(|| timestamp(t.lease_until)),
+        auth_level: t.auth_level.clone(),
+        slots: t.slots.clone().into_iter().collect(),
+        transcript: transcript.iter().map(message).collect(),
+        nlu_trail: transcript
+            .iter()
+            .filter_map(|m| {
+                m.nlu.as_ref().map(|n| pb::NluStep {
+                    message_id: m.id.clone(),
+                    intent: n.intent.clone(),
+                    confidence: n.confidence,
+                    out_of_scope: n.out_of_scope,
+                })
+            })
+            .collect(),
+        outcome: t.outcome.clone().unwrap_or_default(),
     }
 }
 

@@ -603,6 +603,9 @@ fn events(
                         LiveEvent::Typing { author, active, .. } => {
                             yield Ok(convert::typing(cursor, *author, *active));
                         }
+                        LiveEvent::Position { ticket_id, position, wait_secs, .. } => {
+                            yield Ok(convert::handoff_update(cursor, ticket_id, *position, *wait_secs));
+                        }
                     },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => catch_up = true,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

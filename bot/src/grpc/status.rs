@@ -86,6 +86,16 @@ pub fn from_service(e: ServiceError) -> Status {
             None,
             Some(Duration::from_secs(1)),
         ),
+        ServiceError::TicketNotFound => status(
+            Code::NotFound,
+            "ticket not found",
+            "TICKET_NOT_FOUND",
+            None,
+            None,
+        ),
+        ServiceError::Refused { reason, message } => {
+            status(Code::FailedPrecondition, message, reason, None, None)
+        }
         ServiceError::Internal(detail) => {
             // The detail is for operators; callers get a generic message.
             tracing::error!(error = %detail, "internal error");

@@ -28,6 +28,13 @@ pub enum LiveEvent {
         author: Author,
         active: bool,
     },
+    /// Where a waiting customer now stands in the queue: live only.
+    Position {
+        conversation_id: String,
+        ticket_id: String,
+        position: u32,
+        wait_secs: u32,
+    },
 }
 
 impl LiveEvent {
@@ -35,6 +42,9 @@ impl LiveEvent {
         match self {
             Self::Stored(e) => &e.conversation_id,
             Self::Typing {
+                conversation_id, ..
+            }
+            | Self::Position {
                 conversation_id, ..
             } => conversation_id,
         }

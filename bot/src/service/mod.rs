@@ -4,6 +4,7 @@
 //! requests into calls here and `ServiceError`s into statuses; nothing here
 //! knows about tonic or protobuf.
 
+pub mod agents;
 pub mod hub;
 pub mod locks;
 pub mod responder;
@@ -18,11 +19,12 @@ use bankbot_models::engine::Engine;
 use bankbot_models::entities::Date;
 use sha2::{Digest, Sha256};
 
+use crate::escalation::Escalations;
 use crate::executor::Executor;
 use crate::settings::BotSettings;
 use crate::store::{
     self, Author, Conversation, ConversationState, Event, EventKind, Message, NewConversation,
-    NewTurn, NluRecord, Store, StoreError, Turn, TurnOutcome,
+    NewTurn, NluRecord, Store, StoreError, Ticket, TicketChange, TicketState, Turn, TurnOutcome,
 };
 use crate::text;
 use bankbot_connectors::Bank;
@@ -72,6 +74,15 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    /// The ticket does not exist or the agent may not see it.
+    #[error("ticket not found")]
+    TicketNotFound,
+    /// The operation does not fit where the ticket or agent stands.
+    #[error("{message}")]
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl ServiceError {
@@ -93,6 +104,7 @@ impl From<StoreError> for ServiceError {
                 Self::Unavailable("the database is unavailable; retry shortly".into())
             }
             StoreError::Ended => Self::Ended,
+            StoreError::IdReused => Self::IdReused,
             StoreError::SequenceAhead { .. } => {
                 Self::invalid("up_to_sequence", "SEQUENCE_AHEAD", e.to_string())
             }
@@ -123,6 +135,7 @@ pub struct Conversations {
     store: Store,
     nlu: Arc<Nlu>,
     bank: Arc<dyn Bank>,
+    escalations: Arc<Escalations>,
     hub: Arc<Hub>,
     locks: locks::KeyedLocks,
     bot: BotSettings,
@@ -138,11 +151,13 @@ impl Conversations {
         bot: BotSettings,
         max_text_bytes: usize,
         observer: Arc<dyn TurnObserver>,
+        escalations: Arc<Escalations>,
     ) -> Self {
         Self {
             store,
             nlu,
             bank,
+            escalations,
             hub: Arc::new(Hub::default()),
             locks: locks::KeyedLocks::default(),
             bot,
@@ -259,7 +274,7 @@ impl Conversations {
         // Masked before anything else sees it: storage, logs and the classifier.
         let masked = text::mask_card_numbers(text);
         let cards_masked = masked.cards;
-        let sha = hex::encode(Sha256::digest(masked.text.as_bytes()));
+        let sha = text_sha(&masked.text);
 
         // One turn per conversation at a time in this process; the store's
         // row lock does the same across replicas.
@@ -276,26 +291,10 @@ impl Conversations {
             if conversation.state == ConversationState::Ended {
                 return Err(ServiceError::Ended);
             }
-            let classified = self
-                .nlu
-                .engine
-                .classify(&masked.text)
-                .await
-                .map_err(|e| match e {
-                    ModelError::Overloaded { .. } => ServiceError::Overloaded {
-                        what: "the classifier",
-                        retry_after: Duration::from_millis(200),
-                    },
-                    ModelError::EngineStopped => {
-                        ServiceError::Unavailable("the classifier is stopping".into())
-                    }
-                    other => ServiceError::Internal(other.to_string()),
-                })?;
-            let prediction = classified.prediction;
             // The dialog state as stored with the last turn; a state this
             // version cannot read starts the dialog afresh (and says so in
             // the log) rather than refusing the customer.
-            let dialog_state: DialogState = if conversation.dialog_state.is_empty() {
+            let mut dialog_state: DialogState = if conversation.dialog_state.is_empty() {
                 DialogState::default()
             } else {
                 serde_json::from_str(&conversation.dialog_state).unwrap_or_else(|e| {
@@ -303,61 +302,34 @@ impl Conversations {
                     DialogState::default()
                 })
             };
-            let dialog_nlu = crate::executor::Nlu::from(&prediction);
-            let executor = Executor {
-                flows: self.nlu.flows.clone(),
-                bank: self.bank.clone(),
-                journal: Some(self.store.clone()),
+            let ticket = if conversation.state == ConversationState::Handoff {
+                self.store.open_ticket(conversation_id).await?
+            } else {
+                None
             };
-            let (dialog_after, report) = executor
-                .handle(
-                    customer,
-                    conversation_id,
-                    &dialog_state,
-                    &masked.text,
-                    &dialog_nlu,
-                    Date::today_utc(),
-                )
-                .await;
-            let mut replies = Vec::with_capacity(report.replies.len() + 1);
+            // The conversation's state is the record: one that no person
+            // holds (the ticket was closed or dead-lettered) is the bot's.
+            if ticket.is_none() && dialog_state.escalated {
+                dialog_state = handed_back(&self.nlu.flows, &dialog_state);
+            }
+            let decided = match &ticket {
+                Some(t) => {
+                    self.with_person(t, &dialog_state, &masked.text)
+                        .await?
+                }
+                None => {
+                    self.with_bot(customer, conversation_id, &dialog_state, &masked.text)
+                        .await?
+                }
+            };
+            let mut replies = Vec::with_capacity(decided.replies.len() + 1);
             if cards_masked > 0 {
                 replies.push(self.nlu.responder.card_warning());
             }
-            replies.extend(report.replies.iter().map(|(text, quick)| {
-                store::Reply {
-                    text: text.clone(),
-                    quick_replies: quick
-                        .iter()
-                        .map(|q| crate::catalogue::QuickReply {
-                            title: self
-                                .nlu
-                                .flows
-                                .quick_reply_titles
-                                .get(q)
-                                .unwrap_or(q)
-                                .clone(),
-                            payload: q.clone(),
-                        })
-                        .collect(),
-                }
-            }));
-            let state_after = if dialog_after.escalated {
-                ConversationState::Handoff
-            } else {
-                ConversationState::Active
-            };
-            let dialog_json = serde_json::to_string(&dialog_after)
-                .map_err(|e| ServiceError::Internal(format!("dialog state: {e}")))?;
-            let nlu = NluRecord {
-                intent: prediction.intent.name.clone(),
-                confidence: prediction.intent.confidence,
-                out_of_scope: prediction.out_of_scope,
-                ranking: prediction
-                    .ranking
-                    .iter()
-                    .map(|r| (r.name.clone(), r.confidence))
-                    .collect(),
-            };
+            replies.extend(decided.replies);
+            let state_after = decided.state_after;
+            let nlu = decided.nlu;
+            let ticket_change = decided.ticket;
             let new_turn = NewTurn {
                 conversation_id: conversation_id.to_owned(),
                 customer_id: customer.to_owned(),
@@ -367,18 +339,22 @@ impl Conversations {
                 nlu: nlu.clone(),
                 replies,
                 state_after,
-                dialog_state: dialog_json,
+                dialog_state: decided.dialog_json,
                 expected_last_sequence: conversation.last_sequence,
+                ticket: ticket_change.clone(),
             };
             // Commit and publish in a task of their own: a caller that goes
             // away mid-commit cannot leave a committed turn unpublished.
             let (store, hub) = (self.store.clone(), self.hub.clone());
+            let escalations = self.escalations.clone();
+            let change = ticket_change.clone();
             let outcome = tokio::spawn(async move {
                 let outcome = store.commit_turn(new_turn).await;
                 if let Ok(TurnOutcome::Stored(_, events)) = &outcome {
                     for e in events {
                         hub.publish(LiveEvent::Stored(e.clone()));
                     }
+                    after_commit(&escalations, change.as_ref()).await;
                 }
                 outcome
             })
@@ -386,17 +362,20 @@ impl Conversations {
             .map_err(|e| ServiceError::Internal(format!("turn task failed: {e}")))??;
             match outcome {
                 TurnOutcome::Stored(turn, _) => {
-                    self.observer.turn(&nlu, started.elapsed(), false);
-                    let span = tracing::Span::current();
-                    span.record("intent", nlu.intent.as_str());
-                    span.record("confidence", nlu.confidence);
-                    span.record("replayed", false);
+                    if let Some(nlu) = &nlu {
+                        self.observer.turn(nlu, started.elapsed(), false);
+                        let span = tracing::Span::current();
+                        span.record("intent", nlu.intent.as_str());
+                        span.record("confidence", nlu.confidence);
+                    }
+                    tracing::Span::current().record("replayed", false);
                     tracing::info!(
                         conversation_id,
-                        intent = %nlu.intent,
-                        confidence = nlu.confidence,
-                        out_of_scope = nlu.out_of_scope,
+                        intent = nlu.as_ref().map_or("", |n| n.intent.as_str()),
+                        confidence = nlu.as_ref().map_or(0.0, |n| n.confidence),
+                        out_of_scope = nlu.as_ref().is_some_and(|n| n.out_of_scope),
                         cards_masked,
+                        handoff = ticket.is_some(),
                         "turn"
                     );
                     return Ok(TurnReply {
@@ -421,6 +400,139 @@ impl Conversations {
             what: "this conversation",
             retry_after: Duration::from_millis(100),
         })
+    }
+
+    async fn classify(&self, text: &str) -> Result<bankbot_models::classifier::Prediction> {
+        let classified = self.nlu.engine.classify(text).await.map_err(|e| match e {
+            ModelError::Overloaded { .. } => ServiceError::Overloaded {
+                what: "the classifier",
+                retry_after: Duration::from_millis(200),
+            },
+            ModelError::EngineStopped => {
+                ServiceError::Unavailable("the classifier is stopping".into())
+            }
+            other => ServiceError::Internal(other.to_string()),
+        })?;
+        Ok(classified.prediction)
+    }
+
+    /// The bot answers: classify, step the dialog (and the bank), and open
+    /// a ticket when the dialog hands over.
+    async fn with_bot(
+        &self,
+        customer: &str,
+        conversation_id: &str,
+        dialog_state: &DialogState,
+        text: &str,
+    ) -> Result<Decided> {
+        let prediction = self.classify(text).await?;
+        let executor = Executor {
+            flows: self.nlu.flows.clone(),
+            bank: self.bank.clone(),
+            journal: Some(self.store.clone()),
+        };
+        let (dialog_after, report) = executor
+            .handle(
+                customer,
+                conversation_id,
+                dialog_state,
+                text,
+                &crate::executor::Nlu::from(&prediction),
+                Date::today_utc(),
+            )
+            .await;
+        let mut replies: Vec<store::Reply> = report
+            .replies
+            .iter()
+            .map(|(text, quick)| self.reply(text, quick))
+            .collect();
+        let mut ticket = None;
+        if let Some((reason, priority, skill)) = report.escalations.last() {
+            let (new, notice) = self
+                .escalations
+                .draft(*reason, *priority, skill, &dialog_after)
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            replies.push(store::Reply {
+                text: notice,
+                quick_replies: vec![crate::catalogue::QuickReply {
+                    title: STOP_WAITING.to_owned(),
+                    payload: STOP_WAITING.to_lowercase(),
+                }],
+            });
+            ticket = Some(TicketChange::Open(new));
+        }
+        let state_after = if dialog_after.escalated {
+            ConversationState::Handoff
+        } else {
+            ConversationState::Active
+        };
+        Ok(Decided {
+            nlu: Some(nlu_record(&prediction)),
+            replies,
+            state_after,
+            dialog_json: dialog_json(&dialog_after)?,
+            ticket,
+        })
+    }
+
+    /// A person has (or is about to have) the conversation: the message is
+    /// theirs. While the ticket waits, the customer may stop waiting.
+    async fn with_person(
+        &self,
+        ticket: &Ticket,
+        dialog_state: &DialogState,
+        text: &str,
+    ) -> Result<Decided> {
+        let mut nlu = None;
+        if ticket.state == TicketState::Queued {
+            let prediction = self.classify(text).await?;
+            let record = nlu_record(&prediction);
+            let said = text.trim().trim_end_matches(['.', '!']).to_lowercase();
+            let cancel = STOP_PHRASES.contains(&said.as_str())
+                || (!record.out_of_scope
+                    && record.intent == self.nlu.flows.policy.intents.cancel
+                    && record.confidence >= CANCEL_CONFIDENCE);
+            if cancel {
+                let after = handed_back(&self.nlu.flows, dialog_state);
+                return Ok(Decided {
+                    nlu: Some(record),
+                    replies: vec![self.reply(&self.bot.handoff_cancelled_notice, &[])],
+                    state_after: ConversationState::Active,
+                    dialog_json: dialog_json(&after)?,
+                    ticket: Some(TicketChange::Cancel {
+                        ticket_id: ticket.id.clone(),
+                    }),
+                });
+            }
+            nlu = Some(record);
+        }
+        Ok(Decided {
+            nlu,
+            replies: Vec::new(),
+            state_after: ConversationState::Handoff,
+            dialog_json: dialog_json(dialog_state)?,
+            ticket: None,
+        })
+    }
+
+    fn reply(&self, text: &str, quick: &[String]) -> store::Reply {
+        store::Reply {
+            text: text.to_owned(),
+            quick_replies: quick
+                .iter()
+                .map(|q| crate::catalogue::QuickReply {
+                    title: self
+                        .nlu
+                        .flows
+                        .quick_reply_titles
+                        .get(q)
+                        .unwrap_or(q)
+                        .clone(),
+                    payload: q.clone(),
+                })
+                .collect(),
+        }
     }
 
     fn replay(
@@ -587,6 +699,11 @@ impl Conversations {
     }
 }
 
+/// sha256 of a stored text, to tell a resend from a reused id.
+fn text_sha(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
@@ -613,5 +730,72 @@ fn check_client_message_id(id: &str) -> Result<()> {
             ),
         ));
     }
+    // Agents' messages are stored under `agent:<ticket>:<id>`.
+    if id.starts_with(AGENT_ID_PREFIX) {
+        return Err(ServiceError::invalid(
+            "client_message_id",
+            "CLIENT_MESSAGE_ID_INVALID",
+            format!("must not start with `{AGENT_ID_PREFIX}` (reserved for agents' messages)"),
+        ));
+    }
     Ok(())
+}
+
+/// The prefix of agents' stored client message ids.
+pub const AGENT_ID_PREFIX: &str = "agent:";
+
+/// What the customer can type (or tap) to stop waiting for a person.
+const STOP_WAITING: &str = "Stop waiting";
+const STOP_PHRASES: &[&str] = &["stop waiting", "cancel", "stop", "never mind", "nevermind"];
+/// The classifier's confidence in `cancel` that stops waiting without one
+/// of the phrases.
+const CANCEL_CONFIDENCE: f32 = 0.6;
+
+/// One turn's answer, before it is committed.
+struct Decided {
+    nlu: Option<NluRecord>,
+    replies: Vec<store::Reply>,
+    state_after: ConversationState,
+    dialog_json: String,
+    ticket: Option<TicketChange>,
+}
+
+fn nlu_record(p: &bankbot_models::classifier::Prediction) -> NluRecord {
+    NluRecord {
+        intent: p.intent.name.clone(),
+        confidence: p.intent.confidence,
+        out_of_scope: p.out_of_scope,
+        ranking: p
+            .ranking
+            .iter()
+            .map(|r| (r.name.clone(), r.confidence))
+            .collect(),
+    }
+}
+
+fn dialog_json(state: &DialogState) -> Result<String> {
+    serde_json::to_string(state).map_err(|e| ServiceError::Internal(format!("dialog state: {e}")))
+}
+
+/// The dialog after a person let go of the conversation (no flow started).
+pub fn handed_back(flows: &bankbot_dialog::Flows, state: &DialogState) -> DialogState {
+    bankbot_dialog::step(
+        flows,
+        state,
+        &bankbot_dialog::state::Event::HandedBack { intent: None },
+    )
+    .0
+}
+
+/// Offers a committed ticket to agents, or withdraws a cancelled one. A
+/// failure here loses nothing: the sweeper relays the outbox.
+async fn after_commit(escalations: &Escalations, change: Option<&TicketChange>) {
+    let done = match change {
+        None => return,
+        Some(TicketChange::Open(t)) => escalations.committed(&t.id).await,
+        Some(TicketChange::Cancel { ticket_id }) => escalations.cancelled(ticket_id).await,
+    };
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "could not announce a ticket change; the sweeper will");
+    }
 }

@@ -18,8 +18,13 @@
 
 mod payments;
 mod rows;
+mod tickets;
 
 pub use payments::{NewPayment, Payment, PaymentState};
+pub use tickets::{
+    Agent, Availability, HandoffStatus, NewTicket, Ticket, TicketChange, TicketRefusal,
+    TicketResult, TicketState, priority_str,
+};
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -52,6 +57,8 @@ pub enum StoreError {
     Ended,
     #[error("sequence {given} is beyond the conversation's last event ({last})")]
     SequenceAhead { given: u64, last: u64 },
+    #[error("client_message_id was already used for a different message")]
+    IdReused,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -193,6 +200,14 @@ pub enum EventKind {
     Ended {
         reason: String,
     },
+    /// Where the conversation's hand-over to a person stands.
+    Handoff {
+        ticket_id: String,
+        status: HandoffStatus,
+        /// In the queue (1 = next); 0 when not waiting.
+        position: u32,
+        wait_secs: u32,
+    },
 }
 
 impl EventKind {
@@ -202,6 +217,7 @@ impl EventKind {
             Self::ReadReceipt { .. } => "read_receipt",
             Self::StateChange { .. } => "state_change",
             Self::Ended { .. } => "ended",
+            Self::Handoff { .. } => "handoff",
         }
     }
 }
@@ -233,13 +249,16 @@ pub struct NewTurn {
     pub text: String,
     /// sha256 of `text`, to tell a resend from a reused id.
     pub text_sha256: String,
-    pub nlu: NluRecord,
+    /// `None` while a person has the conversation (the NLU is not asked).
+    pub nlu: Option<NluRecord>,
     pub replies: Vec<Reply>,
     pub state_after: ConversationState,
     /// The dialog engine's state after the turn (JSON), stored with it.
     pub dialog_state: String,
     /// The conversation's `last_sequence` when the answer was decided.
     pub expected_last_sequence: u64,
+    /// A hand-over opened or cancelled by this turn, stored with it.
+    pub ticket: Option<TicketChange>,
 }
 
 /// A stored turn: the customer message and the replies to it.
@@ -515,7 +534,7 @@ impl Store {
                 quick_replies: Vec::new(),
                 client_message_id: Some(turn.client_message_id.clone()),
                 reply_to: None,
-                nlu: Some(turn.nlu.clone()),
+                nlu: turn.nlu.clone(),
                 state_after: Some(turn.state_after),
                 created_at: now,
             };
@@ -558,6 +577,63 @@ impl Store {
                 Err(e) => return Err(e),
             }
             let mut events: Vec<Event> = all.iter().map(|m| message_event(m)).collect();
+            let handoff = match &turn.ticket {
+                None => None,
+                Some(TicketChange::Open(t)) => {
+                    match tickets::insert_ticket(
+                        &mut tx,
+                        t,
+                        &turn.conversation_id,
+                        &turn.customer_id,
+                        now,
+                    )
+                    .await
+                    {
+                        Ok(()) => {}
+                        // The conversation already has an open ticket
+                        // (another replica's turn): decide again.
+                        Err(StoreError::Database(sqlx::Error::Database(e)))
+                            if e.is_unique_violation() =>
+                        {
+                            tx.rollback().await?;
+                            return Ok(TurnOutcome::Stale);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    Some(EventKind::Handoff {
+                        ticket_id: t.id.clone(),
+                        status: HandoffStatus::Queued,
+                        position: t.position,
+                        wait_secs: t.wait_secs,
+                    })
+                }
+                Some(TicketChange::Cancel { ticket_id }) => {
+                    if !tickets::cancel_ticket(&mut tx, ticket_id, &turn.conversation_id, now)
+                        .await?
+                    {
+                        // An agent took it meanwhile: the message is theirs.
+                        tx.rollback().await?;
+                        return Ok(TurnOutcome::Stale);
+                    }
+                    Some(EventKind::Handoff {
+                        ticket_id: ticket_id.clone(),
+                        status: HandoffStatus::Cancelled,
+                        position: 0,
+                        wait_secs: 0,
+                    })
+                }
+            };
+            if let Some(kind) = handoff {
+                next += 1;
+                let e = Event {
+                    conversation_id: turn.conversation_id.clone(),
+                    sequence: next,
+                    created_at: now,
+                    kind,
+                };
+                rows::insert_event(&mut tx, &e).await?;
+                events.push(e);
+            }
             if turn.state_after != lock.state {
                 next += 1;
                 let e = Event {
