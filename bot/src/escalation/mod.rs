@@ -21,7 +21,7 @@ use bankbot_dialog::spec::Priority;
 use bankbot_dialog::state::{EscalationReason, State as DialogState};
 use tokio::sync::broadcast;
 
-use crate::settings::{BotSettings, EscalationSettings};
+use crate::settings::{BotSettings, EscalationSettings, QueueBackendName};
 use crate::store::{
     Agent, Event, NewTicket, Store, StoreError, Ticket, TicketResult, TicketState, now_ms,
 };
@@ -64,7 +64,7 @@ pub trait QueueBackend: Send + Sync + Debug {
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueueChange {
     /// Waiting (new, or back after an abandoned claim).
-    Queued(Ticket),
+    Queued(Box<Ticket>),
     /// No longer waiting: claimed, cancelled or dead-lettered.
     Gone {
         ticket_id: String,
@@ -218,7 +218,7 @@ impl Escalations {
         self.backend.publish(&t).await?;
         self.store.mark_published(&t.id).await?;
         if t.state == TicketState::Queued {
-            self.announce(QueueChange::Queued(t));
+            self.announce(QueueChange::Queued(Box::new(t)));
         }
         Ok(())
     }
@@ -317,7 +317,7 @@ impl Escalations {
             events.extend(stored);
             self.backend.settled(&t).await?;
             match t.state {
-                TicketState::Queued => self.announce(QueueChange::Queued(t)),
+                TicketState::Queued => self.announce(QueueChange::Queued(Box::new(t))),
                 _ => {
                     tracing::error!(
                         ticket_id = %t.id,
@@ -333,32 +333,50 @@ impl Escalations {
             self.backend.publish(&t).await?;
             self.store.mark_published(&t.id).await?;
             if t.state == TicketState::Queued {
-                self.announce(QueueChange::Queued(t));
+                self.announce(QueueChange::Queued(Box::new(t)));
             }
         }
         Ok(events)
     }
 }
 
-/// Runs [`Escalations::sweep`] every `interval` until `stop`, handing the
-/// events it stored to `publish`.
+/// The backend the settings name.
+pub async fn backend(
+    settings: &EscalationSettings,
+    store: &Store,
+) -> anyhow::Result<Arc<dyn QueueBackend>> {
+    match settings.backend {
+        QueueBackendName::Embedded => Ok(Arc::new(embedded::EmbeddedQueue::new(store.clone()))),
+        QueueBackendName::Nats => anyhow::bail!(
+            "escalation.backend = \"nats\" is not available in this build yet; use \"embedded\""
+        ),
+    }
+}
+
+/// Runs [`Escalations::sweep`] every `sweep_interval_ms` until `stop`,
+/// publishing the events it stored and refreshing waiting customers'
+/// positions on their live streams.
 pub async fn run_sweeper(
     escalations: Arc<Escalations>,
-    publish: Arc<dyn Fn(Vec<Event>) + Send + Sync>,
+    conversations: Arc<crate::service::Conversations>,
     stop: impl Future<Output = ()>,
 ) {
     let interval = Duration::from_millis(escalations.settings.sweep_interval_ms);
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut positions = std::collections::HashMap::new();
     loop {
         tokio::select! {
             () = &mut stop => return,
             _ = tick.tick() => {}
         }
         match escalations.sweep().await {
-            Ok(events) => publish(events),
+            Ok(events) => conversations.publish(events),
             Err(e) => tracing::warn!(error = %e, "queue sweep failed; retrying"),
+        }
+        if let Err(e) = conversations.refresh_positions(&mut positions).await {
+            tracing::warn!(error = %e, "could not refresh queue positions");
         }
     }
 }

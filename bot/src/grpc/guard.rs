@@ -57,6 +57,10 @@ pub struct Guard {
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<CustomerLimiter>,
     pub metrics: Arc<Metrics>,
+    /// The one role the guarded service serves, and the service's name
+    /// for the refusal.
+    pub role: Role,
+    pub service: &'static str,
 }
 
 impl Interceptor for Guard {
@@ -74,15 +78,17 @@ impl Interceptor for Guard {
                 return Err(status::from_auth(&e));
             }
         };
-        // Agents and administrators get their own services (issue 6); here
-        // the subject must be the customer the conversation belongs to.
-        if principal.role != Role::Customer {
+        // Each service serves one role: ConversationService customers (the
+        // subject must own the conversation), AgentService agents.
+        if principal.role != self.role {
             self.metrics.error(tonic::Code::PermissionDenied);
             return Err(status::status(
                 tonic::Code::PermissionDenied,
                 format!(
-                    "the `{}` role cannot use ConversationService; it is for customers",
-                    principal.role.as_str()
+                    "the `{}` role cannot use {}; it is for the `{}` role",
+                    principal.role.as_str(),
+                    self.service,
+                    self.role.as_str()
                 ),
                 "ROLE_NOT_ALLOWED",
                 None,

@@ -8,6 +8,7 @@
 //! no new calls are accepted, in-flight calls finish (up to the grace
 //! period), the database pool closes.
 
+pub mod agent;
 pub mod convert;
 pub mod guard;
 pub mod metrics;
@@ -20,6 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use bankbot_proto::v1::agent_service_server::AgentServiceServer;
 use bankbot_proto::v1::conversation_service_server::ConversationServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -37,6 +39,7 @@ use service::{ConversationApi, Shared};
 /// Largest request message accepted (a 4 KiB text plus framing, with room).
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 const SERVICE_NAME: &str = "bankbot.v1.ConversationService";
+const AGENT_SERVICE_NAME: &str = "bankbot.v1.AgentService";
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -135,9 +138,22 @@ impl Server {
             ConversationServiceServer::new(ConversationApi::new(shared.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             Guard {
+                auth: auth.clone(),
+                limiter: limiter.clone(),
+                metrics: metrics.clone(),
+                role: crate::auth::Role::Customer,
+                service: "ConversationService",
+            },
+        );
+        let agent_api = tonic::service::interceptor::InterceptedService::new(
+            AgentServiceServer::new(agent::AgentApi::new(ConversationApi::new(shared.clone())))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            Guard {
                 auth,
                 limiter: limiter.clone(),
                 metrics: metrics.clone(),
+                role: crate::auth::Role::Agent,
+                service: "AgentService",
             },
         );
 
@@ -151,7 +167,8 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(api);
+            .add_service(api)
+            .add_service(agent_api);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         // Small request/response frames: without TCP_NODELAY every reply
         // waits for the peer's delayed ACK (about 40 ms).
@@ -186,12 +203,19 @@ impl Server {
         };
         let shutdown_rx_for_reconciler = shared.shutdown.clone();
         let mut reconciler = None;
+        let mut sweeper = None;
         let started = tokio::select! {
             r = init => Some(r),
             () = &mut shutdown => None,
         };
         let store = match started {
             Some(Ok((store, nlu, bank))) => {
+                let escalations = Arc::new(crate::escalation::Escalations::new(
+                    store.clone(),
+                    crate::escalation::backend(&settings.escalation, &store).await?,
+                    settings.escalation.clone(),
+                    settings.bot.clone(),
+                ));
                 let conv = Arc::new(Conversations::new(
                     store.clone(),
                     nlu,
@@ -199,7 +223,20 @@ impl Server {
                     settings.bot.clone(),
                     settings.limits.max_text_bytes,
                     metrics.clone(),
+                    escalations.clone(),
                 ));
+                // Returns lapsed claims to the queue, relays the outbox and
+                // tells waiting customers where they stand.
+                sweeper = Some(tokio::spawn(crate::escalation::run_sweeper(
+                    escalations,
+                    conv.clone(),
+                    {
+                        let mut stop = shutdown_rx_for_reconciler.clone();
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }
+                    },
+                )));
                 // Finishes payments left without an outcome, from this
                 // process or a previous one, and tells the customers.
                 let notify: Arc<crate::bank::Notify> = {
@@ -252,6 +289,9 @@ impl Server {
         if let Some(r) = reconciler {
             let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
         }
+        if let Some(s) = sweeper {
+            let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+        }
         if let Some(t) = admin_task {
             let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
         }
@@ -263,10 +303,11 @@ impl Server {
     }
 }
 
-/// The server as a whole ("") and the conversation service share one status.
+/// The server as a whole ("") and both services share one status.
 async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
     health.set_service_status("", status).await;
     health.set_service_status(SERVICE_NAME, status).await;
+    health.set_service_status(AGENT_SERVICE_NAME, status).await;
 }
 
 /// The configured JWT verifier; refuses to build without a key.

@@ -56,7 +56,11 @@ impl ConversationApi {
         Self { shared }
     }
 
-    fn ready(&self) -> Result<Arc<Conversations>, Status> {
+    pub(super) fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown.clone()
+    }
+
+    pub(super) fn ready(&self) -> Result<Arc<Conversations>, Status> {
         self.shared
             .ready
             .get()
@@ -64,7 +68,7 @@ impl ConversationApi {
             .ok_or_else(status::not_ready)
     }
 
-    fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
+    pub(super) fn admit(&self) -> Result<OwnedSemaphorePermit, Status> {
         self.shared
             .in_flight
             .clone()
@@ -72,17 +76,17 @@ impl ConversationApi {
             .map_err(|_| self.fail(status::shed("calls in flight")))
     }
 
-    fn fail(&self, s: Status) -> Status {
+    pub(super) fn fail(&self, s: Status) -> Status {
         self.shared.metrics.error(s.code());
         s
     }
 
-    fn service_error(&self, e: ServiceError) -> Status {
+    pub(super) fn service_error(&self, e: ServiceError) -> Status {
         self.fail(status::from_service(e))
     }
 
     /// Admits a stream for `customer`: the server-wide and the per-customer limits.
-    fn stream_ticket(&self, customer: &str) -> Result<StreamTicket, Status> {
+    pub(super) fn stream_ticket(&self, customer: &str) -> Result<StreamTicket, Status> {
         let permit = self
             .shared
             .streams
@@ -121,7 +125,7 @@ impl ConversationApi {
         })
     }
 
-    fn open_stream(
+    pub(super) fn open_stream(
         &self,
         conv: Arc<Conversations>,
         conversation: &Conversation,
@@ -161,7 +165,7 @@ impl ConversationApi {
 
 /// Held by an open stream: its admission permit, its place in the
 /// customer's count, and the open-streams gauge.
-struct StreamTicket {
+pub(super) struct StreamTicket {
     _permit: OwnedSemaphorePermit,
     customer: String,
     shared: Arc<Shared>,
