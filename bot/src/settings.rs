@@ -429,8 +429,8 @@ impl Default for BotSettings {
                                     wait is about {wait}. Say \"stop waiting\" to carry on with me."
                 .into(),
             handoff_assigned_notice: "A colleague has joined the conversation.".into(),
-            handoff_cancelled_notice: "No problem, you've left the queue. What can I help you with?"
-                .into(),
+            handoff_cancelled_notice:
+                "No problem, you've left the queue. What can I help you with?".into(),
             handoff_requeued_notice: "Sorry, our colleague had to step away. You're back in the \
                                       queue and the next colleague free will pick up."
                 .into(),
@@ -623,7 +623,9 @@ impl Settings {
             return bad("escalation.max_deliveries must be between 1 and 100".into());
         }
         if q.aging_secs == 0 || q.average_handle_secs == 0 {
-            return bad("escalation.aging_secs and escalation.average_handle_secs must be > 0".into());
+            return bad(
+                "escalation.aging_secs and escalation.average_handle_secs must be > 0".into(),
+            );
         }
         if !(50..=60_000).contains(&q.sweep_interval_ms) {
             return bad("escalation.sweep_interval_ms must be between 50 and 60000".into());

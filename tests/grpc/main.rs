@@ -12,6 +12,7 @@ mod common;
 mod bank;
 mod conversation;
 mod crash;
+mod handoff;
 mod helpers;
 mod process;
 mod security;

@@ -201,7 +201,12 @@ impl Escalations {
                 priority,
                 skill: skill.to_owned(),
                 sort_key: key,
-                auth_level: if dialog.stepped_up { "step_up" } else { "token" }.to_owned(),
+                auth_level: if dialog.stepped_up {
+                    "step_up"
+                } else {
+                    "token"
+                }
+                .to_owned(),
                 slots,
                 position,
                 wait_secs,

@@ -127,9 +127,7 @@ impl Conversations {
             return Err(ServiceError::invalid(
                 "skills",
                 "SKILLS_INVALID",
-                format!(
-                    "`{bad}` is not a skill name (1-32 lowercase letters, digits, '-' or '_')"
-                ),
+                format!("`{bad}` is not a skill name (1-32 lowercase letters, digits, '-' or '_')"),
             ));
         }
         if let Some(bad) = skills.iter().find(|s| !who.may(s)) {
@@ -251,8 +249,8 @@ impl Conversations {
         if mine && t.state == TicketState::Claimed {
             return self.renew(who, ticket_id).await;
         }
-        let takeable = t.state == TicketState::Queued
-            && self.agent(who).await?.skills.contains(&t.skill);
+        let takeable =
+            t.state == TicketState::Queued && self.agent(who).await?.skills.contains(&t.skill);
         if !(mine || takeable) {
             return Err(ServiceError::TicketNotFound);
         }
@@ -346,7 +344,10 @@ impl Conversations {
             ));
         }
         let note = text::mask_card_numbers(note).text;
-        let _turn = self.locks.lock(&self.conversation_of(ticket_id).await?).await;
+        let _turn = self
+            .locks
+            .lock(&self.conversation_of(ticket_id).await?)
+            .await;
         let done = self
             .escalations
             .resolve(ticket_id, who.id, outcome, &note)
@@ -403,8 +404,8 @@ impl Conversations {
             if conversation.state == ConversationState::Ended {
                 return Err(ServiceError::Ended);
             }
-            let dialog: DialogState = serde_json::from_str(&conversation.dialog_state)
-                .unwrap_or_default();
+            let dialog: DialogState =
+                serde_json::from_str(&conversation.dialog_state).unwrap_or_default();
             let executor = Executor {
                 flows: self.nlu.flows.clone(),
                 bank: self.bank.clone(),

@@ -313,10 +313,7 @@ impl Conversations {
                 dialog_state = handed_back(&self.nlu.flows, &dialog_state);
             }
             let decided = match &ticket {
-                Some(t) => {
-                    self.with_person(t, &dialog_state, &masked.text)
-                        .await?
-                }
+                Some(t) => self.with_person(t, &dialog_state, &masked.text).await?,
                 None => {
                     self.with_bot(customer, conversation_id, &dialog_state, &masked.text)
                         .await?

@@ -13,11 +13,11 @@
 //!   their conditions (`state`, `agent_id`) are checked in the same UPDATE
 //!   that makes them, so two agents can never both hold a ticket.
 
-use std::collections::BTreeMap;
 use bankbot_dialog::spec::Priority;
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::collections::BTreeMap;
 
 use super::{
     Author, ConversationState, Event, EventKind, Message, Result, Store, StoreError, now_ms, rows,
@@ -116,7 +116,9 @@ pub struct NewTicket {
 pub enum TicketChange {
     Open(NewTicket),
     /// The customer stopped waiting (only while queued).
-    Cancel { ticket_id: String },
+    Cancel {
+        ticket_id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -562,7 +564,10 @@ impl Store {
                 return Ok(None);
             };
             let id: String = row.try_get("id")?;
-            match self.claim_in(&mut tx, &id, agent, lease_ms, notice, now).await? {
+            match self
+                .claim_in(&mut tx, &id, agent, lease_ms, notice, now)
+                .await?
+            {
                 Ok(done) => {
                     tx.commit().await?;
                     return Ok(Some(Ok(done)));
@@ -606,7 +611,9 @@ impl Store {
             tx.rollback().await?;
             return Ok(Err(TicketRefusal::AtCapacity));
         }
-        let done = self.claim_in(&mut tx, id, agent, lease_ms, notice, now).await?;
+        let done = self
+            .claim_in(&mut tx, id, agent, lease_ms, notice, now)
+            .await?;
         if done.is_ok() {
             tx.commit().await?;
         } else {
@@ -846,8 +853,13 @@ impl Store {
             let reason = format!("resolved:{outcome}");
             let mut a = Append::new(&t.conversation_id, lock.last_sequence, now);
             a.message(&mut tx, Author::System, notice, None).await?;
-            a.event(&mut tx, EventKind::Ended { reason: reason.clone() })
-                .await?;
+            a.event(
+                &mut tx,
+                EventKind::Ended {
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
             events = a
                 .finish(&mut tx, Some(ConversationState::Ended), None, Some(&reason))
                 .await?;
