@@ -46,6 +46,9 @@ pub struct EscalationSettings {
     pub backend: QueueBackendName,
     /// The NATS server (`NATS_URL`), for the `nats` backend.
     pub nats_url: String,
+    /// Prefix of the JetStream streams (upper case) and subjects, so
+    /// several deployments can share a NATS server.
+    pub nats_prefix: String,
     /// How long a claim lasts without activity from its agent.
     pub claim_lease_ms: u64,
     /// Claims a ticket may lose to an expired lease before it is
@@ -74,6 +77,7 @@ impl Default for EscalationSettings {
         Self {
             backend: QueueBackendName::Embedded,
             nats_url: String::new(),
+            nats_prefix: "bankbot".into(),
             claim_lease_ms: 60_000,
             max_deliveries: 5,
             aging_secs: 600,
@@ -274,6 +278,8 @@ pub struct BotSettings {
     pub handoff_cancelled_notice: String,
     /// Told when the agent's claim lapsed and the customer waits again.
     pub handoff_requeued_notice: String,
+    /// Told when no agent kept the conversation (dead-lettered).
+    pub handoff_failed_notice: String,
     /// Told when the agent hands the conversation back to the bot.
     pub handoff_returned_notice: String,
     /// Told when the agent closes the conversation.
@@ -433,6 +439,9 @@ impl Default for BotSettings {
                 "No problem, you've left the queue. What can I help you with?".into(),
             handoff_requeued_notice: "Sorry, our colleague had to step away. You're back in the \
                                       queue and the next colleague free will pick up."
+                .into(),
+            handoff_failed_notice: "Sorry, none of our colleagues could take this just now. \
+                                    I'm here to help meanwhile, or ask for a person again later."
                 .into(),
             handoff_returned_notice: "You're back with the virtual assistant. What else can I \
                                       help you with?"
@@ -614,6 +623,18 @@ impl Settings {
             return bad(format!(
                 "escalation.backend = \"nats\" needs escalation.nats_url (NATS_URL) as nats://host:port, got `{}`",
                 q.nats_url
+            ));
+        }
+        if q.nats_prefix.is_empty()
+            || q.nats_prefix.len() > 32
+            || !q
+                .nats_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return bad(format!(
+                "escalation.nats_prefix `{}` must be 1-32 lowercase letters, digits or '_'",
+                q.nats_prefix
             ));
         }
         if !(1_000..=3_600_000).contains(&q.claim_lease_ms) {

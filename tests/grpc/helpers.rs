@@ -88,6 +88,15 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// The NATS server with JetStream the suite uses (CI sets NATS_URL; the
+/// machine's local server otherwise).
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into())
+}
+
 /// `url` with its database name replaced.
 fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {

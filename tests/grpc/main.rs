@@ -15,5 +15,6 @@ mod crash;
 mod handoff;
 mod helpers;
 mod process;
+mod queue;
 mod security;
 mod streams;

@@ -398,6 +398,18 @@ pub fn compile(
     if !(threshold > 0.0 && threshold <= 1.0) {
         cx.error(at("threshold"), "`threshold` must be above 0 and at most 1");
     }
+    if let Some(skill) = &spec.escalate.skill
+        && !crate::escalation::valid_skill(skill)
+    {
+        let pos = node
+            .get("escalate")
+            .map(|e| pos_of(e.get("skill"), e.pos))
+            .unwrap_or(node.pos);
+        cx.error(
+            pos,
+            format!("`{skill}` is not a queue name: 1-32 lowercase letters, digits, '-' or '_'"),
+        );
+    }
     let (p, skill) = (
         priority(spec.escalate.priority),
         spec.escalate

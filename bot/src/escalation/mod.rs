@@ -9,6 +9,7 @@
 //! UPDATE in the database, so a ticket is never held by two agents.
 
 pub mod embedded;
+pub mod nats;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -21,6 +22,7 @@ use bankbot_dialog::spec::Priority;
 use bankbot_dialog::state::{EscalationReason, State as DialogState};
 use tokio::sync::broadcast;
 
+use crate::service::hub::Hub;
 use crate::settings::{BotSettings, EscalationSettings, QueueBackendName};
 use crate::store::{
     Agent, Event, NewTicket, Store, StoreError, Ticket, TicketResult, TicketState, now_ms,
@@ -58,10 +60,23 @@ pub trait QueueBackend: Send + Sync + Debug {
     /// The ticket left the queue for good or came back to it (a broker
     /// acknowledges or re-offers its delivery).
     fn settled<'a>(&'a self, ticket: &'a Ticket) -> BoxFuture<'a, Result<(), QueueError>>;
+    /// Tells the other replicas' watching agents (a broker fans it out;
+    /// this replica's own watchers were told already).
+    fn announce(&self, _change: &QueueChange) {}
+    /// Carries this replica's live conversation events to the others and
+    /// theirs to `hub` (a broker; one process needs nothing).
+    fn attach_hub(&self, _hub: Arc<Hub>) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Stops background work (listeners).
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// What agents watching the queue are told.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum QueueChange {
     /// Waiting (new, or back after an abandoned claim).
     Queued(Box<Ticket>),
@@ -118,6 +133,14 @@ pub fn sort_key(priority: Priority, now_ms: i64, aging: Duration) -> i64 {
     now_ms - rank * i64::try_from(aging.as_millis()).unwrap_or(i64::MAX / 4)
 }
 
+/// Queue (skill) names: 1-32 lowercase letters, digits, '-' and '_', so
+/// they are safe in broker subjects and metric labels.
+pub fn valid_skill(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
 /// "about 4 minutes", "less than a minute".
 pub fn wait_text(secs: u32) -> String {
     match secs {
@@ -128,19 +151,37 @@ pub fn wait_text(secs: u32) -> String {
 }
 
 impl Escalations {
-    pub fn new(
+    /// The escalations over the backend the settings name (connecting to
+    /// the broker for `nats`).
+    pub async fn connect(
         store: Store,
-        backend: Arc<dyn QueueBackend>,
         settings: EscalationSettings,
         texts: BotSettings,
-    ) -> Self {
-        Self {
+    ) -> anyhow::Result<Self> {
+        let changes = broadcast::channel(WATCH_CAPACITY).0;
+        let backend: Arc<dyn QueueBackend> = match settings.backend {
+            QueueBackendName::Embedded => Arc::new(embedded::EmbeddedQueue::new(store.clone())),
+            QueueBackendName::Nats => {
+                nats::NatsQueue::connect(
+                    &settings.nats_url,
+                    &settings.nats_prefix,
+                    store.clone(),
+                    changes.clone(),
+                )
+                .await?
+            }
+        };
+        Ok(Self {
             store,
             backend,
-            changes: broadcast::channel(WATCH_CAPACITY).0,
+            changes,
             settings,
             texts,
-        }
+        })
+    }
+
+    pub async fn close(&self) {
+        self.backend.close().await;
     }
 
     pub fn backend(&self) -> &dyn QueueBackend {
@@ -157,6 +198,7 @@ impl Escalations {
     }
 
     fn announce(&self, change: QueueChange) {
+        self.backend.announce(&change);
         let _ = self.changes.send(change);
     }
 
@@ -316,13 +358,15 @@ impl Escalations {
             .expire_claims(
                 self.settings.max_deliveries,
                 &self.texts.handoff_requeued_notice,
+                &self.texts.handoff_failed_notice,
             )
             .await?
         {
             events.extend(stored);
             self.backend.settled(&t).await?;
             match t.state {
-                TicketState::Queued => self.announce(QueueChange::Queued(Box::new(t))),
+                // Re-offered (and announced) through the outbox below.
+                TicketState::Queued => {}
                 _ => {
                     tracing::error!(
                         ticket_id = %t.id,
@@ -342,19 +386,6 @@ impl Escalations {
             }
         }
         Ok(events)
-    }
-}
-
-/// The backend the settings name.
-pub async fn backend(
-    settings: &EscalationSettings,
-    store: &Store,
-) -> anyhow::Result<Arc<dyn QueueBackend>> {
-    match settings.backend {
-        QueueBackendName::Embedded => Ok(Arc::new(embedded::EmbeddedQueue::new(store.clone()))),
-        QueueBackendName::Nats => anyhow::bail!(
-            "escalation.backend = \"nats\" is not available in this build yet; use \"embedded\""
-        ),
     }
 }
 

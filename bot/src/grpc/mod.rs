@@ -204,18 +204,21 @@ impl Server {
         let shutdown_rx_for_reconciler = shared.shutdown.clone();
         let mut reconciler = None;
         let mut sweeper = None;
+        let mut queue = None;
         let started = tokio::select! {
             r = init => Some(r),
             () = &mut shutdown => None,
         };
         let store = match started {
             Some(Ok((store, nlu, bank))) => {
-                let escalations = Arc::new(crate::escalation::Escalations::new(
-                    store.clone(),
-                    crate::escalation::backend(&settings.escalation, &store).await?,
-                    settings.escalation.clone(),
-                    settings.bot.clone(),
-                ));
+                let escalations = Arc::new(
+                    crate::escalation::Escalations::connect(
+                        store.clone(),
+                        settings.escalation.clone(),
+                        settings.bot.clone(),
+                    )
+                    .await?,
+                );
                 let conv = Arc::new(Conversations::new(
                     store.clone(),
                     nlu,
@@ -225,6 +228,12 @@ impl Server {
                     metrics.clone(),
                     escalations.clone(),
                 ));
+                queue = Some(escalations.clone());
+                escalations
+                    .backend()
+                    .attach_hub(conv.hub().clone())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("relaying live events: {e}"))?;
                 // Returns lapsed claims to the queue, relays the outbox and
                 // tells waiting customers where they stand.
                 sweeper = Some(tokio::spawn(crate::escalation::run_sweeper(
@@ -291,6 +300,9 @@ impl Server {
         }
         if let Some(s) = sweeper {
             let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+        }
+        if let Some(q) = queue {
+            q.close().await;
         }
         if let Some(t) = admin_task {
             let _ = tokio::time::timeout(Duration::from_secs(1), t).await;

@@ -607,6 +607,11 @@ fn events(
                         LiveEvent::Typing { author, active, .. } => {
                             yield Ok(convert::typing(cursor, *author, *active));
                         }
+                        LiveEvent::Elsewhere { sequence, .. } => {
+                            if *sequence > cursor {
+                                catch_up = true;
+                            }
+                        }
                         LiveEvent::Position { ticket_id, position, wait_secs, .. } => {
                             yield Ok(convert::handoff_update(cursor, ticket_id, *position, *wait_secs));
                         }

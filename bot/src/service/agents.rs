@@ -76,12 +76,7 @@ fn check_ticket_id(id: &str) -> Result<()> {
     })
 }
 
-/// Queue names: lowercase letters, digits, '-' and '_', 1-32 characters.
-fn valid_skill(s: &str) -> bool {
-    (1..=32).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-}
+use crate::escalation::valid_skill;
 
 impl Conversations {
     pub fn escalations(&self) -> &std::sync::Arc<crate::escalation::Escalations> {

@@ -35,6 +35,17 @@ pub enum LiveEvent {
         position: u32,
         wait_secs: u32,
     },
+    /// Another replica stored the event with this sequence: read the store.
+    Elsewhere {
+        conversation_id: String,
+        sequence: u64,
+    },
+}
+
+/// Carries live events to the other replicas (the NATS relay); what it
+/// receives from them is delivered with [`Hub::deliver`].
+pub trait Relay: Send + Sync + std::fmt::Debug {
+    fn forward(&self, event: &LiveEvent);
 }
 
 impl LiveEvent {
@@ -45,6 +56,9 @@ impl LiveEvent {
                 conversation_id, ..
             }
             | Self::Position {
+                conversation_id, ..
+            }
+            | Self::Elsewhere {
                 conversation_id, ..
             } => conversation_id,
         }
@@ -57,6 +71,7 @@ pub struct Hub {
     // held by the open streams. A sender without receivers is dropped on the
     // next publish to its conversation or when its last subscription ends.
     channels: Channels,
+    relay: std::sync::OnceLock<Arc<dyn Relay>>,
 }
 
 type Channels = Arc<Mutex<HashMap<String, broadcast::Sender<Arc<LiveEvent>>>>>;
@@ -85,7 +100,22 @@ impl Hub {
         }
     }
 
+    /// Delivers to this process's streams and, with a relay, to the other
+    /// replicas'.
     pub fn publish(&self, event: LiveEvent) {
+        if let Some(r) = self.relay.get() {
+            r.forward(&event);
+        }
+        self.deliver(event);
+    }
+
+    /// Sends live events to other replicas too from now on.
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Delivers to this process's streams only.
+    pub fn deliver(&self, event: LiveEvent) {
         let mut map = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         let id = event.conversation_id().to_owned();
         if let Some(tx) = map.get(&id)

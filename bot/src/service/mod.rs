@@ -170,7 +170,7 @@ impl Conversations {
         &self.store
     }
 
-    pub fn hub(&self) -> &Hub {
+    pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
     }
 

@@ -121,7 +121,7 @@ pub enum TicketChange {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ticket {
     pub id: String,
     pub conversation_id: String,
@@ -947,12 +947,14 @@ impl Store {
     }
 
     /// Returns claims whose lease ran out to the queue (telling their
-    /// customers), or dead-letters them after `max_deliveries`. Returns the
-    /// tickets as they now are, with the events stored.
+    /// customers), or dead-letters them after `max_deliveries` (the bot has
+    /// the customer again). Returns the tickets as they now are, with the
+    /// events stored.
     pub async fn expire_claims(
         &self,
         max_deliveries: u32,
         requeue_notice: &str,
+        failed_notice: &str,
     ) -> Result<Vec<(Ticket, Vec<Event>)>> {
         let now = now_ms();
         let expired = sqlx::query(
@@ -985,6 +987,11 @@ impl Store {
             };
             let t = ticket(&row)?;
             let events = if t.state == TicketState::Queued {
+                // Offered again, through the outbox like a new ticket.
+                sqlx::query("UPDATE ticket_outbox SET published_at = NULL WHERE ticket_id = $1")
+                    .bind(&t.id)
+                    .execute(&mut *tx)
+                    .await?;
                 self.tell(
                     &mut tx,
                     &t,
@@ -995,7 +1002,17 @@ impl Store {
                 )
                 .await?
             } else {
-                Vec::new()
+                // Nobody could keep it: the bot has the customer again
+                // rather than leaving them waiting for no one.
+                self.tell(
+                    &mut tx,
+                    &t,
+                    now,
+                    Some(failed_notice),
+                    HandoffStatus::ReturnedToBot,
+                    Some((ConversationState::Active, None)),
+                )
+                .await?
             };
             tx.commit().await?;
             out.push((t, events));
