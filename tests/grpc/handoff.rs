@@ -639,3 +639,106 @@ async fn agents_see_only_what_they_may(backend: Backend) {
     app.stop().await.unwrap();
     db.drop_now().await;
 }
+
+/// Two replicas on one PostgreSQL database and one NATS server: the
+/// customer's stream is on one, the agent on the other. The ticket, the
+/// claim, and messages and typing both ways cross between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_queue_and_streams_over_nats() {
+    let db = Db::fresh(Backend::Postgres).await;
+    let mut s = base_settings(db.dir.path());
+    db.apply(&mut s);
+    s.escalation.backend = bankbot::settings::QueueBackendName::Nats;
+    s.escalation.nats_url = nats_url();
+    s.escalation.nats_prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let prefix = s.escalation.nats_prefix.clone();
+    let customer_side = TestApp::start(s.clone()).await;
+    let agent_side = TestApp::start(s).await;
+
+    let mut agent = agent_client(&agent_side).await;
+    available(&mut agent, "sam", &["general"]).await;
+    let mut watch = agent
+        .watch_queue(agent_req("sam", pb::WatchQueueRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    next(&mut watch).await; // the (empty) snapshot
+    let (id, mut stream, _) = ask_for_a_person(&customer_side, "nora").await;
+    let queued = until(&mut watch, |e| match e.kind {
+        Some(pb::queue_event::Kind::Queued(t)) => Some(t),
+        _ => None,
+    })
+    .await;
+    assert_eq!(queued.conversation_id, id);
+
+    let ticket = agent
+        .claim_next(agent_req("sam", pb::ClaimNextRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .ticket
+        .expect("the ticket, through the other replica");
+    let ticket_id = ticket.summary.unwrap().ticket_id;
+    assert_eq!(ticket_id, queued.ticket_id);
+    let h = until(&mut stream, |e| {
+        handoff(e).filter(|h| h.status != pb::handoff_status::Status::Queued as i32)
+    })
+    .await;
+    assert_eq!(h.status, pb::handoff_status::Status::Assigned as i32);
+
+    let mut agent_view = agent
+        .stream_conversation(agent_req(
+            "sam",
+            pb::StreamConversationRequest {
+                ticket_id: ticket_id.clone(),
+                after_sequence: 0,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    agent
+        .send_agent_message(agent_req(
+            "sam",
+            pb::SendAgentMessageRequest {
+                ticket_id: ticket_id.clone(),
+                client_message_id: "a1".into(),
+                text: "Hello Nora, Sam here.".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let heard = until(&mut stream, message_by(pb::Author::Agent)).await;
+    assert_eq!(heard.text, "Hello Nora, Sam here.");
+    agent
+        .send_typing(agent_req(
+            "sam",
+            pb::SendTypingRequest {
+                ticket_id: ticket_id.clone(),
+                active: true,
+            },
+        ))
+        .await
+        .unwrap();
+    let typing = until(&mut stream, |e| match e.kind {
+        Some(Kind::Typing(t)) => Some(t),
+        _ => None,
+    })
+    .await;
+    assert_eq!(typing.author, pb::Author::Agent as i32);
+
+    let mut c = customer_side.client().await;
+    send(&mut c, "nora", &id, "m2", "Hi Sam, my card is stuck in the machine")
+        .await
+        .unwrap();
+    let got = until(&mut agent_view, |e| {
+        message_by(pb::Author::Customer)(e).filter(|m| m.client_message_id == "m2")
+    })
+    .await;
+    assert_eq!(got.text, "Hi Sam, my card is stuck in the machine");
+
+    customer_side.stop().await.unwrap();
+    agent_side.stop().await.unwrap();
+    db.drop_now().await;
+    crate::queue::drop_streams(&prefix).await;
+}
