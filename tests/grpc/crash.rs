@@ -34,7 +34,7 @@ use crate::helpers::*;
 const OPENING_MINOR: i64 = 123_456;
 const CODE: &str = "246810";
 
-fn env_count(name: &str, default: usize) -> usize {
+pub fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -43,7 +43,7 @@ fn env_count(name: &str, default: usize) -> usize {
 
 /// A free loopback port (bound and released): the processes restart on the
 /// same address.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -54,7 +54,7 @@ fn free_port() -> u16 {
 /// Spawns `cmd` until it prints a line starting with `ready` (the port may
 /// still be held for a moment by the previous process), then keeps
 /// draining its stdout.
-fn spawn_ready(cmd: &mut std::process::Command, ready: &str) -> Child {
+pub fn spawn_ready(cmd: &mut std::process::Command, ready: &str) -> Child {
     for _ in 0..50 {
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -124,7 +124,7 @@ fn start_bot(port: u16, bank_port: u16, dir: &Path, url: Option<&str>) -> Child 
 }
 
 /// A client that reconnects until the server answers.
-async fn client(
+pub async fn client(
     addr: SocketAddr,
 ) -> bankbot_proto::v1::conversation_service_client::ConversationServiceClient<
     tonic::transport::Channel,
@@ -139,7 +139,7 @@ async fn client(
 
 /// Sends one message until the server answers it (the same client message
 /// id every time, as a channel adapter would); the joined reply text.
-async fn deliver(
+pub async fn deliver(
     addr: SocketAddr,
     who: &str,
     conversation: &str,
@@ -165,7 +165,7 @@ async fn deliver(
     None
 }
 
-async fn open(addr: SocketAddr, who: &str, deadline: Instant) -> Option<String> {
+pub async fn open(addr: SocketAddr, who: &str, deadline: Instant) -> Option<String> {
     while Instant::now() < deadline {
         let mut c = client(addr).await;
         let r = c

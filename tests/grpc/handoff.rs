@@ -728,9 +728,15 @@ async fn replicas_share_the_queue_and_streams_over_nats() {
     assert_eq!(typing.author, pb::Author::Agent as i32);
 
     let mut c = customer_side.client().await;
-    send(&mut c, "nora", &id, "m2", "Hi Sam, my card is stuck in the machine")
-        .await
-        .unwrap();
+    send(
+        &mut c,
+        "nora",
+        &id,
+        "m2",
+        "Hi Sam, my card is stuck in the machine",
+    )
+    .await
+    .unwrap();
     let got = until(&mut agent_view, |e| {
         message_by(pb::Author::Customer)(e).filter(|m| m.client_message_id == "m2")
     })

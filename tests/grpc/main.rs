@@ -13,6 +13,7 @@ mod bank;
 mod conversation;
 mod crash;
 mod handoff;
+mod handoff_crash;
 mod helpers;
 mod process;
 mod queue;

@@ -302,6 +302,7 @@ impl Escalations {
                 agent,
                 self.lease_ms(),
                 &self.texts.handoff_assigned_notice,
+                true,
             )
             .await?;
         if let Ok((t, events)) = &claimed

@@ -278,7 +278,7 @@ impl NatsQueue {
             };
             match self
                 .store
-                .claim_ticket(&offer.ticket_id, agent, lease_ms, notice)
+                .claim_ticket(&offer.ticket_id, agent, lease_ms, notice, false)
                 .await
             {
                 Ok(Ok(done)) => {

@@ -581,13 +581,15 @@ impl Store {
     }
 
     /// Claims one ticket for `agent`. Claiming one's own ticket again
-    /// renews the lease.
+    /// renews the lease when `renew_own` (an agent's explicit Claim), and
+    /// is refused as `Taken` otherwise (a broker's second offer).
     pub async fn claim_ticket(
         &self,
         id: &str,
         agent: &Agent,
         lease_ms: i64,
         notice: &str,
+        renew_own: bool,
     ) -> Result<TicketResult> {
         let now = now_ms();
         let _gate = self.gate().await;
@@ -596,7 +598,8 @@ impl Store {
             tx.rollback().await?;
             return Ok(Err(TicketRefusal::NotFound));
         };
-        if current.state == TicketState::Claimed
+        if renew_own
+            && current.state == TicketState::Claimed
             && current.agent_id.as_deref() == Some(agent.id.as_str())
         {
             let renewed = self.renew_in(&mut tx, id, &agent.id, lease_ms, now).await?;
