@@ -32,7 +32,7 @@ use crate::helpers::*;
 
 /// A nats-server with JetStream of the test's own, so it can be killed.
 fn start_nats(port: u16, dir: &Path) -> Child {
-    let child = Command::new("nats-server")
+    let mut child = Command::new("nats-server")
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
         .arg(dir)
         .stdout(Stdio::null())
@@ -45,6 +45,8 @@ fn start_nats(port: u16, dir: &Path) -> Child {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("nats-server did not listen on {port}");
 }
 
