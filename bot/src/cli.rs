@@ -379,6 +379,33 @@ pub enum BenchCommand {
     /// The bank connector against the sandbox bank: overhead per call
     /// (p50/p99), keyed transfers, and circuit-breaker timings.
     Connector(ConnectorBenchArgs),
+    /// The hand-over queue per backend: turn commit → visible to a
+    /// watching agent, and ClaimNext (p50/p99).
+    Queue(QueueBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueueBenchArgs {
+    /// Queue backends, one run each: embedded, nats.
+    #[arg(long, value_delimiter = ',', default_value = "embedded,nats", value_parser = parse_queue_backend)]
+    pub backends: Vec<crate::settings::QueueBackendName>,
+    /// Hand-overs timed per backend.
+    #[arg(long, default_value_t = 500)]
+    pub tickets: usize,
+    /// A PostgreSQL URL; by default a temporary SQLite file.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// The NATS server with JetStream, for the nats backend.
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
+
+fn parse_queue_backend(s: &str) -> Result<crate::settings::QueueBackendName, String> {
+    match s {
+        "embedded" => Ok(crate::settings::QueueBackendName::Embedded),
+        "nats" => Ok(crate::settings::QueueBackendName::Nats),
+        other => Err(format!("`{other}` is not a queue backend (embedded, nats)")),
+    }
 }
 
 #[derive(Debug, Args)]

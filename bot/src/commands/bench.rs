@@ -28,6 +28,7 @@ pub fn run(paths: &Paths, cmd: BenchCommand) -> anyhow::Result<bool> {
         BenchCommand::Clinc150(args) => clinc150(paths, &args),
         BenchCommand::Grpc(args) => super::loadgen::run(&args),
         BenchCommand::Connector(args) => super::connector_bench::run(&args),
+        BenchCommand::Queue(args) => super::queue_bench::run(&args),
     }
 }
 

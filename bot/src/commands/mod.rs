@@ -11,6 +11,7 @@ pub mod import;
 pub mod loadgen;
 pub mod model;
 pub mod parse;
+pub mod queue_bench;
 pub mod schema;
 pub mod serve;
 pub mod train;

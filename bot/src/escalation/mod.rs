@@ -263,10 +263,13 @@ impl Escalations {
             return Ok(());
         };
         self.backend.publish(&t).await?;
-        self.store.mark_published(&t.id).await?;
+        // Watchers first: a crash before the outbox is marked only means
+        // the sweeper offers (and announces) it again, which is harmless.
+        let id = t.id.clone();
         if t.state == TicketState::Queued {
             self.announce(QueueChange::Queued(Box::new(t)));
         }
+        self.store.mark_published(&id).await?;
         Ok(())
     }
 
