@@ -900,6 +900,39 @@ mod tests {
     }
 
     #[test]
+    fn escalation_settings_are_checked() {
+        let env = vec![
+            ("BANKBOT_QUEUE_BACKEND".to_owned(), "nats".to_owned()),
+            ("NATS_URL".to_owned(), "nats://127.0.0.1:4222".to_owned()),
+        ];
+        let s = Settings::load(None, &env, &[]).unwrap();
+        assert_eq!(s.escalation.backend, QueueBackendName::Nats);
+        assert_eq!(s.escalation.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(s.escalation.nats_prefix, "bankbot");
+
+        let e = Settings::load(None, &env[..1], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs escalation.nats_url"), "{e}");
+        let e = Settings::load(None, &[], &[flag("escalation.backend", "kafka")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("kafka"), "{e}");
+        for (key, value, says) in [
+            ("escalation.claim_lease_ms", "10", "claim_lease_ms"),
+            ("escalation.max_deliveries", "0", "max_deliveries"),
+            ("escalation.aging_secs", "0", "aging_secs"),
+            ("escalation.sweep_interval_ms", "1", "sweep_interval_ms"),
+            ("escalation.nats_prefix", "Bank.Bot", "nats_prefix"),
+        ] {
+            let e = Settings::load(None, &[], &[flag(key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{key}: {e}");
+        }
+    }
+
+    #[test]
     fn printing_masks_the_database_password() {
         let s = Settings::load(
             None,

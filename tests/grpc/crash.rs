@@ -42,13 +42,16 @@ pub fn env_count(name: &str, default: usize) -> usize {
 }
 
 /// A free loopback port (bound and released): the processes restart on the
-/// same address.
+/// same address. Drawn at random below the kernel's ephemeral range, so
+/// tests running at the same time (each restarting its processes on fixed
+/// ports) do not draw the same one, as consecutive `bind(0)`s can.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Spawns `cmd` until it prints a line starting with `ready` (the port may

@@ -519,3 +519,67 @@ pub async fn claims_respect_capacity_and_watchers_hear_changes(
     assert_eq!(r.next(&other).await.as_deref(), Some(b.as_str()));
     r.finish().await;
 }
+
+/// NATS only: an offer delivered `MAX_DELIVER` times without being claimed
+/// (here: a consumer that refuses it every time) moves to the dead-letter
+/// stream and leaves the work queue; its ticket stays claimable by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_never_claimed_is_dead_lettered() {
+    use async_nats::jetstream::{self, AckKind};
+    use bankbot::escalation::nats::{MAX_DELIVER, Names};
+    use tokio_stream::StreamExt;
+
+    let r = rig(Backend::Sqlite, QueueBackendName::Nats, |_| {}).await;
+    let (_, id) = r.enqueue("c1", "general", Priority::Normal).await;
+    let names = Names::new(r.prefix.as_deref().unwrap());
+    let js = jetstream::new(
+        async_nats::connect(crate::helpers::nats_url())
+            .await
+            .unwrap(),
+    );
+    let stream = js.get_stream(&names.stream).await.unwrap();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &Names::consumer_name("general", 2),
+            names.consumer("general", 2),
+        )
+        .await
+        .unwrap();
+    for _ in 0..MAX_DELIVER {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        let m = batch.next().await.expect("the offer again").unwrap();
+        m.ack_with(AckKind::Nak(None)).await.unwrap();
+    }
+    // The next pull finds nothing: the server gives up on the offer.
+    let mut batch = consumer
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await
+        .unwrap();
+    assert!(batch.next().await.is_none());
+    let mut dead = 0;
+    for _ in 0..100 {
+        let mut dlq = js.get_stream(&names.dead_letter_stream).await.unwrap();
+        dead = dlq.info().await.unwrap().state.messages;
+        if dead == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead, 1, "the offer is in the dead-letter stream");
+    let mut work = js.get_stream(&names.stream).await.unwrap();
+    assert_eq!(work.info().await.unwrap().state.messages, 0);
+    let agent = r.agent("a", &["general"], 5).await;
+    assert_eq!(r.next(&agent).await, None, "no offer left to take");
+    let (t, _) = r.esc.claim(&id, &agent).await.unwrap().unwrap();
+    assert_eq!(t.state, TicketState::Claimed);
+    r.finish().await;
+}

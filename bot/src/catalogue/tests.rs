@@ -377,6 +377,29 @@ fn broken_flows_are_errors_at_their_position() {
 }
 
 #[test]
+fn queue_names_are_checked_where_they_are_written() {
+    let bad = with_flow(
+        "talk_to_human",
+        concat!(
+            "  answer: One moment.\n",
+            "  escalate:\n",
+            "    when: immediately\n",
+            "    skill: Cards Team\n",
+        ),
+    );
+    let (_, diags) = load(&[("talk_to_human.yaml", bad.as_bytes())]);
+    assert!(
+        diags.contains("talk_to_human.yaml:") && diags.contains("`Cards Team` is not a queue name"),
+        "{diags}"
+    );
+    let line = diags
+        .lines()
+        .find(|l| l.contains("Cards Team"))
+        .unwrap_or_default();
+    assert!(line.contains(":18:12: error:"), "{line}");
+}
+
+#[test]
 fn responses_beside_a_flow_are_a_warning() {
     let both = format!(
         "{}responses:\n  - Unused.\nflow:\n  answer: Hello.\n",

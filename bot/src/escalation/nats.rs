@@ -61,11 +61,27 @@ impl Names {
             live: format!("{prefix}.live"),
         }
     }
+
+    pub fn consumer_name(skill: &str, rank: u8) -> String {
+        format!("tickets-{skill}-p{rank}")
+    }
+
+    /// The durable pull consumer of one skill and priority rank (0 = urgent).
+    pub fn consumer(&self, skill: &str, rank: u8) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(Names::consumer_name(skill, rank)),
+            filter_subject: format!("{}.{skill}.p{rank}", self.tickets),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: ACK_WAIT,
+            max_deliver: MAX_DELIVER,
+            ..Default::default()
+        }
+    }
 }
 /// Deliveries of one offer without a claim before it is dead-lettered.
 pub const MAX_DELIVER: i64 = 10;
 /// Between a fetch and its acknowledgement there is one database claim.
-const ACK_WAIT: Duration = Duration::from_secs(10);
+pub const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Live events waiting for the publisher; beyond it they are dropped (a
 /// stream still catches up at the next event or on reconnect).
 const LIVE_BACKLOG: usize = 4096;
@@ -222,7 +238,7 @@ impl NatsQueue {
     }
 
     async fn consumer(&self, skill: &str, rank: u8) -> Result<consumer::PullConsumer, QueueError> {
-        let name = format!("tickets-{skill}-p{rank}");
+        let name = Names::consumer_name(skill, rank);
         let mut cache = self.consumers.lock().await;
         if let Some(c) = cache.get(&name) {
             return Ok(c.clone());
@@ -233,17 +249,7 @@ impl NatsQueue {
             .await
             .map_err(broker)?;
         let c = stream
-            .get_or_create_consumer(
-                &name,
-                consumer::pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: format!("{}.{skill}.p{rank}", self.names.tickets),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
-                    max_deliver: MAX_DELIVER,
-                    ..Default::default()
-                },
-            )
+            .get_or_create_consumer(&name, self.names.consumer(skill, rank))
             .await
             .map_err(broker)?;
         cache.insert(name, c.clone());
