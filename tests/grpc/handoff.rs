@@ -21,7 +21,8 @@ both_backends!(
     a_person_takes_over_and_hands_back,
     a_waiting_customer_can_stop_waiting,
     an_agent_resolves_and_the_conversation_ends,
-    agents_see_only_what_they_may
+    agents_see_only_what_they_may,
+    ending_a_waiting_conversation_closes_its_ticket
 );
 
 /// A token with `role: agent` (and a `skills` claim when given).
@@ -455,6 +456,52 @@ async fn an_agent_resolves_and_the_conversation_ends(backend: Backend) {
     assert!(
         !stored.note.unwrap().contains("4111 1111 1111 1111"),
         "card numbers in notes are masked"
+    );
+    app.stop().await.unwrap();
+    db.drop_now().await;
+}
+
+async fn ending_a_waiting_conversation_closes_its_ticket(backend: Backend) {
+    let (app, db) = spawn_app(backend).await;
+    let mut agent = agent_client(&app).await;
+    available(&mut agent, "sam", &["general"]).await;
+    let mut watch = agent
+        .watch_queue(agent_req("sam", pb::WatchQueueRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let (id, _stream, _) = ask_for_a_person(&app, "uma").await;
+    let queued = until(&mut watch, |e| match e.kind {
+        Some(pb::queue_event::Kind::Queued(t)) => Some(t),
+        _ => None,
+    })
+    .await;
+    app.client()
+        .await
+        .end_conversation(req(
+            "uma",
+            pb::EndConversationRequest {
+                conversation_id: id.clone(),
+                reason: "customer_closed".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let gone = until(&mut watch, |e| match e.kind {
+        Some(pb::queue_event::Kind::Gone(g)) => Some(g),
+        _ => None,
+    })
+    .await;
+    assert_eq!(gone.ticket_id, queued.ticket_id);
+    assert_eq!(gone.state, pb::TicketState::Cancelled as i32);
+    let none = agent
+        .claim_next(agent_req("sam", pb::ClaimNextRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        none.ticket.is_none(),
+        "nobody is handed a conversation that ended"
     );
     app.stop().await.unwrap();
     db.drop_now().await;

@@ -191,7 +191,7 @@ async fn handoff_crash(backend: Backend, with_nats: bool) {
                             // Done once the customers are and nothing came for a while.
                             let since = *idle_since.get_or_insert_with(Instant::now);
                             if finished.load(Ordering::SeqCst)
-                                && since.elapsed() > Duration::from_secs(3)
+                                && since.elapsed() > Duration::from_secs(8)
                             {
                                 return;
                             }
@@ -306,7 +306,11 @@ async fn handoff_crash(backend: Backend, with_nats: bool) {
     assert!(kills.load(Ordering::SeqCst) >= max_kills);
 
     store.close().await;
-    server.lock().await.kill().unwrap();
+    {
+        let mut s = server.lock().await;
+        let _ = s.kill();
+        let _ = s.wait();
+    }
     if let Some(n) = nats.lock().await.as_mut() {
         let _ = n.kill();
         let _ = n.wait();

@@ -583,3 +583,38 @@ async fn an_offer_never_claimed_is_dead_lettered() {
     assert_eq!(t.state, TicketState::Claimed);
     r.finish().await;
 }
+
+/// NATS only: an offer the broker lost (here: deleted from the stream, as
+/// a nats-server killed before writing it would) is found missing by the
+/// sweeper's audit and offered again; the ticket is claimed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_offer_is_offered_again() {
+    use async_nats::jetstream;
+    use bankbot::escalation::nats::Names;
+
+    let r = rig(Backend::Sqlite, QueueBackendName::Nats, |_| {}).await;
+    let (_, id) = r.enqueue("c1", "general", Priority::Normal).await;
+    let names = Names::new(r.prefix.as_deref().unwrap());
+    let js = jetstream::new(
+        async_nats::connect(crate::helpers::nats_url())
+            .await
+            .unwrap(),
+    );
+    let stream = js.get_stream(&names.stream).await.unwrap();
+    let t = r.store.ticket(&id).await.unwrap().unwrap();
+    let offer = stream
+        .get_last_raw_message_by_subject(&names.subject(&t))
+        .await
+        .unwrap();
+    assert!(stream.delete_message(offer.sequence).await.unwrap());
+    let agent = r.agent("a", &["general"], 5).await;
+    assert_eq!(r.next(&agent).await, None, "the offer is gone");
+    // The audit looks at tickets that have waited a few seconds.
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    for _ in 0..5 {
+        r.esc.sweep().await.unwrap();
+    }
+    assert_eq!(r.next(&agent).await.as_deref(), Some(id.as_str()));
+    assert_eq!(r.next(&agent).await, None);
+    r.finish().await;
+}

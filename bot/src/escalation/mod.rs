@@ -32,6 +32,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Changes buffered for agents watching the queue.
 const WATCH_CAPACITY: usize = 1024;
+/// The backend's offers are audited every this many sweeps, for tickets
+/// that have waited at least this long.
+const AUDIT_EVERY: u32 = 5;
+const AUDIT_AFTER_MS: i64 = 3_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -60,6 +64,12 @@ pub trait QueueBackend: Send + Sync + Debug {
     /// The ticket left the queue for good or came back to it (a broker
     /// acknowledges or re-offers its delivery).
     fn settled<'a>(&'a self, ticket: &'a Ticket) -> BoxFuture<'a, Result<(), QueueError>>;
+    /// Re-offers waiting tickets the backend lost (a broker that crashed
+    /// before writing an acknowledged offer); how many. The embedded queue
+    /// cannot lose one.
+    fn audit<'a>(&'a self, _waiting: &'a [Ticket]) -> BoxFuture<'a, Result<usize, QueueError>> {
+        Box::pin(async { Ok(0) })
+    }
     /// Tells the other replicas' watching agents (a broker fans it out;
     /// this replica's own watchers were told already).
     fn announce(&self, _change: &QueueChange) {}
@@ -94,6 +104,7 @@ pub struct Escalations {
     store: Store,
     backend: Arc<dyn QueueBackend>,
     changes: broadcast::Sender<QueueChange>,
+    sweeps: std::sync::atomic::AtomicU32,
     pub settings: EscalationSettings,
     pub texts: BotSettings,
 }
@@ -175,6 +186,7 @@ impl Escalations {
             store,
             backend,
             changes,
+            sweeps: std::sync::atomic::AtomicU32::new(0),
             settings,
             texts,
         })
@@ -381,6 +393,15 @@ impl Escalations {
                     self.gone(&t);
                 }
             }
+        }
+        // Every AUDIT_EVERY sweeps: waiting tickets whose offer is gone.
+        let n = self
+            .sweeps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n % AUDIT_EVERY == AUDIT_EVERY - 1 {
+            let waited = now_ms() - AUDIT_AFTER_MS;
+            let waiting = self.store.waiting_since(waited, 100).await?;
+            self.backend.audit(&waiting).await?;
         }
         for t in self.store.unpublished_tickets(100).await? {
             self.backend.publish(&t).await?;

@@ -62,6 +62,18 @@ impl Names {
         }
     }
 
+    /// Where a ticket's offer is published: one subject per ticket, so the
+    /// audit can tell whether the stream still holds it.
+    pub fn subject(&self, t: &Ticket) -> String {
+        format!(
+            "{}.{}.p{}.{}",
+            self.tickets,
+            t.skill,
+            rank(t.priority),
+            t.id
+        )
+    }
+
     pub fn consumer_name(skill: &str, rank: u8) -> String {
         format!("tickets-{skill}-p{rank}")
     }
@@ -70,7 +82,7 @@ impl Names {
     pub fn consumer(&self, skill: &str, rank: u8) -> consumer::pull::Config {
         consumer::pull::Config {
             durable_name: Some(Names::consumer_name(skill, rank)),
-            filter_subject: format!("{}.{skill}.p{rank}", self.tickets),
+            filter_subject: format!("{}.{skill}.p{rank}.*", self.tickets),
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
             max_deliver: MAX_DELIVER,
@@ -313,6 +325,21 @@ impl NatsQueue {
         }
     }
 
+    async fn offer(&self, t: &Ticket, payload: Vec<u8>, id: String) -> Result<(), QueueError> {
+        self.js
+            .send_publish(
+                self.names.subject(t),
+                jetstream::message::PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(id),
+            )
+            .await
+            .map_err(broker)?
+            .await
+            .map_err(broker)?;
+        Ok(())
+    }
+
     fn spawn(&self, task: JoinHandle<()>) {
         self.tasks
             .lock()
@@ -362,24 +389,46 @@ impl QueueBackend for NatsQueue {
                 deliveries: ticket.deliveries,
             })
             .map_err(broker)?;
-            let subject = format!(
-                "{}.{}.p{}",
-                self.names.tickets,
-                ticket.skill,
-                rank(ticket.priority)
-            );
-            self.js
-                .send_publish(
-                    subject,
-                    jetstream::message::PublishMessage::build()
-                        .payload(offer.into())
-                        .message_id(format!("{}:{}", ticket.id, ticket.deliveries)),
-                )
-                .await
-                .map_err(broker)?
+            self.offer(
+                ticket,
+                offer,
+                format!("{}:{}", ticket.id, ticket.deliveries),
+            )
+            .await
+        })
+    }
+
+    fn audit<'a>(&'a self, waiting: &'a [Ticket]) -> BoxFuture<'a, Result<usize, QueueError>> {
+        Box::pin(async move {
+            let stream = self
+                .js
+                .get_stream(&self.names.stream)
                 .await
                 .map_err(broker)?;
-            Ok(())
+            let mut offered = 0;
+            for t in waiting {
+                match stream
+                    .get_last_raw_message_by_subject(&self.names.subject(t))
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => {
+                        // Lost by the broker (a crash before it wrote the
+                        // offer): offer it again under a new id.
+                        let offer = serde_json::to_vec(&Offer {
+                            ticket_id: t.id.clone(),
+                            deliveries: t.deliveries,
+                        })
+                        .map_err(broker)?;
+                        let id = format!("{}:{}:{}", t.id, t.deliveries, crate::store::now_ms());
+                        self.offer(t, offer, id).await?;
+                        tracing::warn!(ticket_id = %t.id, "a waiting ticket had no offer in the stream; offered again");
+                        offered += 1;
+                    }
+                    Err(e) => return Err(broker(e)),
+                }
+            }
+            Ok(offered)
         })
     }
 

@@ -650,6 +650,7 @@ impl Conversations {
             }
         };
         let _turn = self.locks.lock(conversation_id).await;
+        let open = self.store.open_ticket(conversation_id).await?;
         let (last, event) = self
             .store
             .end_conversation(conversation_id, customer, reason)
@@ -657,6 +658,13 @@ impl Conversations {
             .ok_or(ServiceError::NotFound)?;
         if let Some(e) = event {
             self.hub.publish(LiveEvent::Stored(e));
+        }
+        // A ticket the ending closed leaves the agents' queue.
+        if let Some(t) = open
+            && t.customer_id == customer
+            && let Err(e) = self.escalations.cancelled(&t.id).await
+        {
+            tracing::warn!(error = %e, "could not announce a closed ticket");
         }
         Ok(last)
     }

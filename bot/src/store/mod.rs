@@ -785,6 +785,15 @@ impl Store {
             },
         };
         rows::insert_event(&mut tx, &e).await?;
+        // Nobody is waiting any more: an open hand-over closes with it.
+        sqlx::query(
+            "UPDATE tickets SET state = 'cancelled', closed_at = $1, updated_at = $1, \
+             lease_until = 0 WHERE conversation_id = $2 AND state IN ('queued', 'claimed')",
+        )
+        .bind(now)
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE conversations SET last_sequence = $1, state = $2, end_reason = $3 WHERE id = $4",
         )

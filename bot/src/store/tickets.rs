@@ -476,6 +476,20 @@ impl Store {
         found.iter().map(ticket).collect()
     }
 
+    /// Tickets waiting since before `before_ms` (queued or re-queued then),
+    /// first in line first.
+    pub async fn waiting_since(&self, before_ms: i64, limit: i64) -> Result<Vec<Ticket>> {
+        let found = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tickets WHERE state = 'queued' AND updated_at < $1 \
+             ORDER BY sort_key, id LIMIT $2"
+        ))
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(ticket).collect()
+    }
+
     /// Tickets the agent holds now.
     pub async fn held_tickets(&self, agent_id: &str) -> Result<Vec<Ticket>> {
         let found = sqlx::query(&format!(
@@ -786,6 +800,14 @@ impl Store {
                 return Ok(Err(refusal));
             }
         };
+        // Under the conversation's lock, so a concurrent resend waits for
+        // this one and then finds it.
+        let Some(lock) =
+            rows::lock_conversation(&mut tx, &t.conversation_id, &t.customer_id, now).await?
+        else {
+            tx.rollback().await?;
+            return Ok(Err(TicketRefusal::NotFound));
+        };
         if let Some((turn, sha)) =
             rows::find_turn(&mut tx, &t.conversation_id, &t.customer_id, &stored_id).await?
         {
@@ -795,12 +817,6 @@ impl Store {
             }
             return Ok(Ok((t, turn.customer, true, Vec::new())));
         }
-        let Some(lock) =
-            rows::lock_conversation(&mut tx, &t.conversation_id, &t.customer_id, now).await?
-        else {
-            tx.rollback().await?;
-            return Ok(Err(TicketRefusal::NotFound));
-        };
         if lock.state == ConversationState::Ended {
             tx.rollback().await?;
             return Ok(Err(TicketRefusal::Ended));
