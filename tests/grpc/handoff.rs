@@ -175,6 +175,21 @@ async fn a_person_takes_over_and_hands_back(backend: Backend) {
     assert_eq!(queued.reason, "customer_asked");
     assert!(seen_after < Duration::from_secs(10), "{seen_after:?}");
 
+    // Operators see the queue.
+    let scrape = || async {
+        reqwest::get(format!("http://{}/metrics", app.admin.unwrap()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let metrics = scrape().await;
+    assert!(
+        metrics.contains("bankbot_tickets_open{state=\"queued\",skill=\"general\"} 1"),
+        "{metrics}"
+    );
+
     // The customer's stream says where they stand.
     let h = until(&mut stream, handoff).await;
     assert_eq!(h.status, pb::handoff_status::Status::Queued as i32);
@@ -218,6 +233,12 @@ async fn a_person_takes_over_and_hands_back(backend: Backend) {
     assert_eq!(gone.state, pb::TicketState::Claimed as i32);
     let h = until(&mut stream, handoff).await;
     assert_eq!(h.status, pb::handoff_status::Status::Assigned as i32);
+    let metrics = scrape().await;
+    assert!(
+        metrics.contains("bankbot_tickets_open{state=\"claimed\",skill=\"general\"} 1")
+            && !metrics.contains("bankbot_tickets_open{state=\"queued\""),
+        "{metrics}"
+    );
 
     // Customer → agent: the message goes to the person, not the bot.
     let mut agent_view = agent

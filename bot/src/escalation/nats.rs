@@ -14,8 +14,9 @@
 //!   ticket is no longer waiting is acknowledged and dropped.
 //! - A lapsed claim is re-offered by the sweeper through the outbox (a new
 //!   message id). A message delivered [`MAX_DELIVER`] times without a claim
-//!   is copied to the dead-letter stream `BANKBOT_TICKETS_DLQ` and removed;
-//!   its ticket stays visible and claimable by id.
+//!   is copied to the dead-letter stream `BANKBOT_TICKETS_DLQ` (a record
+//!   for operators) and removed; its ticket still waits in the database,
+//!   claimable by id, and the audit offers it again.
 //! - Queue changes for watching agents go to every replica on
 //!   `bankbot.queue.changes`, and live conversation events (a stored
 //!   event's sequence, typing) on `bankbot.live.<id>`, so

@@ -26,6 +26,7 @@ pub struct Metrics {
     open_streams: Gauge<i64, std::sync::atomic::AtomicI64>,
     bank_calls: Family<Labels, Histogram>,
     bank_breaker_open: Gauge<i64, std::sync::atomic::AtomicI64>,
+    tickets_open: Family<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -50,6 +51,12 @@ impl Metrics {
             Histogram::new(exponential_buckets(0.00025, 2.0, 16))
         });
         let bank_breaker_open = Gauge::default();
+        let tickets_open = Family::<Labels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "tickets_open",
+            "Hand-over tickets waiting (queued) or with an agent (claimed), by skill",
+            tickets_open.clone(),
+        );
         registry.register(
             "bank_call_seconds",
             "Bank connector calls (all attempts), by operation and outcome",
@@ -106,6 +113,7 @@ impl Metrics {
             open_streams,
             bank_calls,
             bank_breaker_open,
+            tickets_open,
         }
     }
 
@@ -124,9 +132,25 @@ impl Metrics {
     }
 
     /// The exposition text, with the engine queue depth read now.
-    pub fn render(&self, engine_queue: Option<usize>) -> String {
+    pub fn render(
+        &self,
+        engine_queue: Option<usize>,
+        tickets_open: Option<Vec<(crate::store::TicketState, String, i64)>>,
+    ) -> String {
         if let Some(q) = engine_queue {
             self.engine_queue.set(i64::try_from(q).unwrap_or(i64::MAX));
+        }
+        if let Some(open) = tickets_open {
+            // A skill whose tickets all closed reads 0, not its last count.
+            self.tickets_open.clear();
+            for (state, skill, n) in open {
+                self.tickets_open
+                    .get_or_create(&vec![
+                        ("state", state.as_str().to_owned()),
+                        ("skill", skill),
+                    ])
+                    .set(n);
+            }
         }
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {

@@ -377,12 +377,16 @@ async fn serve_admin(listener: TcpListener, shared: Arc<Shared>) {
                 let s = metrics_state.clone();
                 async move {
                     let queue = s.ready.get().map(|c| c.engine().queue_len());
+                    let tickets = match s.ready.get() {
+                        Some(c) => c.store().open_ticket_counts().await.ok(),
+                        None => None,
+                    };
                     (
                         [(
                             header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        s.metrics.render(queue),
+                        s.metrics.render(queue, tickets),
                     )
                 }
             }),

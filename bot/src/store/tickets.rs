@@ -1082,6 +1082,26 @@ impl Store {
         Ok(out)
     }
 
+    /// Open tickets (queued, claimed) by state and skill, for metrics.
+    pub async fn open_ticket_counts(&self) -> Result<Vec<(TicketState, String, i64)>> {
+        let found = sqlx::query(
+            "SELECT state, skill, COUNT(*) AS n FROM tickets \
+             WHERE state IN ('queued', 'claimed') GROUP BY state, skill",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        found
+            .iter()
+            .map(|r| {
+                Ok((
+                    TicketState::parse(&r.try_get::<String, _>("state")?)?,
+                    r.try_get("skill")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every ticket of a conversation, oldest first (tests and audits).
     pub async fn conversation_tickets(&self, conversation_id: &str) -> Result<Vec<Ticket>> {
         let found = sqlx::query(&format!(
