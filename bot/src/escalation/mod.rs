@@ -379,7 +379,9 @@ impl Escalations {
             .await?
         {
             events.extend(stored);
-            self.backend.settled(&t).await?;
+            if let Err(e) = self.backend.settled(&t).await {
+                tracing::warn!(error = %e, ticket_id = %t.id, "could not settle a lapsed claim's offer");
+            }
             match t.state {
                 // Re-offered (and announced) through the outbox below.
                 TicketState::Queued => {}
@@ -394,7 +396,18 @@ impl Escalations {
                 }
             }
         }
-        // Every AUDIT_EVERY sweeps: waiting tickets whose offer is gone.
+        // The events above are committed: they are returned (to be
+        // published) even when the broker work below fails, which the next
+        // sweep retries.
+        if let Err(e) = self.offer_again().await {
+            tracing::warn!(error = %e, "could not offer tickets to the queue; retrying");
+        }
+        Ok(events)
+    }
+
+    /// The outbox relay, and every AUDIT_EVERY sweeps the audit of waiting
+    /// tickets whose offer the backend lost.
+    async fn offer_again(&self) -> Result<(), QueueError> {
         let n = self
             .sweeps
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -410,7 +423,7 @@ impl Escalations {
                 self.announce(QueueChange::Queued(Box::new(t)));
             }
         }
-        Ok(events)
+        Ok(())
     }
 }
 
