@@ -95,26 +95,6 @@ fn message_by(author: pb::Author) -> impl FnMut(pb::ConversationEvent) -> Option
     }
 }
 
-async fn customer_stream(
-    app: &TestApp,
-    customer: &str,
-    id: &str,
-    after: u64,
-) -> Streaming<pb::ConversationEvent> {
-    app.client()
-        .await
-        .stream_events(req(
-            customer,
-            pb::StreamEventsRequest {
-                conversation_id: id.into(),
-                after_sequence: after,
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Starts a conversation with a live stream and asks for a person.
 async fn ask_for_a_person(
     app: &TestApp,
@@ -126,7 +106,7 @@ async fn ask_for_a_person(
 ) {
     let mut c = app.client().await;
     let id = start(&mut c, customer).await;
-    let stream = customer_stream(app, customer, &id, 0).await;
+    let stream = crate::streams::subscribe(app, customer, &id, 0).await;
     let r = send(&mut c, customer, &id, "m1", "I want to talk to a human")
         .await
         .unwrap();

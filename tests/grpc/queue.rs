@@ -520,6 +520,27 @@ pub async fn claims_respect_capacity_and_watchers_hear_changes(
     r.finish().await;
 }
 
+/// NATS only: a rig with one waiting general ticket, and a JetStream
+/// context on the rig's streams.
+async fn nats_rig_with_one_ticket() -> (
+    Rig,
+    String,
+    bankbot::escalation::nats::Names,
+    async_nats::jetstream::Context,
+    async_nats::jetstream::stream::Stream,
+) {
+    let r = rig(Backend::Sqlite, QueueBackendName::Nats, |_| {}).await;
+    let (_, id) = r.enqueue("c1", "general", Priority::Normal).await;
+    let names = bankbot::escalation::nats::Names::new(r.prefix.as_deref().unwrap());
+    let js = async_nats::jetstream::new(
+        async_nats::connect(crate::helpers::nats_url())
+            .await
+            .unwrap(),
+    );
+    let stream = js.get_stream(&names.stream).await.unwrap();
+    (r, id, names, js, stream)
+}
+
 /// NATS only: an offer delivered `MAX_DELIVER` times without being claimed
 /// (here: a consumer that refuses it every time) moves to the dead-letter
 /// stream and leaves the work queue; its ticket stays claimable by id.
@@ -529,15 +550,7 @@ async fn an_offer_never_claimed_is_dead_lettered() {
     use bankbot::escalation::nats::{MAX_DELIVER, Names};
     use tokio_stream::StreamExt;
 
-    let r = rig(Backend::Sqlite, QueueBackendName::Nats, |_| {}).await;
-    let (_, id) = r.enqueue("c1", "general", Priority::Normal).await;
-    let names = Names::new(r.prefix.as_deref().unwrap());
-    let js = jetstream::new(
-        async_nats::connect(crate::helpers::nats_url())
-            .await
-            .unwrap(),
-    );
-    let stream = js.get_stream(&names.stream).await.unwrap();
+    let (r, id, names, js, stream) = nats_rig_with_one_ticket().await;
     let consumer: jetstream::consumer::PullConsumer = stream
         .get_or_create_consumer(
             &Names::consumer_name("general", 2),
@@ -589,18 +602,7 @@ async fn an_offer_never_claimed_is_dead_lettered() {
 /// sweeper's audit and offered again; the ticket is claimed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_offer_is_offered_again() {
-    use async_nats::jetstream;
-    use bankbot::escalation::nats::Names;
-
-    let r = rig(Backend::Sqlite, QueueBackendName::Nats, |_| {}).await;
-    let (_, id) = r.enqueue("c1", "general", Priority::Normal).await;
-    let names = Names::new(r.prefix.as_deref().unwrap());
-    let js = jetstream::new(
-        async_nats::connect(crate::helpers::nats_url())
-            .await
-            .unwrap(),
-    );
-    let stream = js.get_stream(&names.stream).await.unwrap();
+    let (r, id, names, _js, stream) = nats_rig_with_one_ticket().await;
     let t = r.store.ticket(&id).await.unwrap().unwrap();
     let offer = stream
         .get_last_raw_message_by_subject(&names.subject(&t))

@@ -33,7 +33,7 @@ async fn next_rejected(stream: &mut Streaming<pb::ConversationEvent>) -> pb::Cli
     }
 }
 
-async fn subscribe(
+pub async fn subscribe(
     app: &TestApp,
     customer: &str,
     id: &str,

@@ -471,9 +471,18 @@ impl Conversations {
         let now = self.store.waiting_positions().await?;
         let mut seen = std::collections::HashMap::with_capacity(now.len());
         let per = u32::try_from(self.escalations.settings.average_handle_secs).unwrap_or(u32::MAX);
+        // Available agents per skill, read once per refresh.
+        let mut agents_by_skill = std::collections::HashMap::new();
         for (conversation_id, ticket_id, skill, position) in now {
             if last.get(&conversation_id) != Some(&position) {
-                let agents = self.store.available_agents(&skill).await?.max(1);
+                let agents = match agents_by_skill.get(&skill) {
+                    Some(n) => *n,
+                    None => {
+                        let n = self.store.available_agents(&skill).await?.max(1);
+                        agents_by_skill.insert(skill, n);
+                        n
+                    }
+                };
                 self.hub.publish(LiveEvent::Position {
                     conversation_id: conversation_id.clone(),
                     ticket_id,
