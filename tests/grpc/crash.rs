@@ -92,7 +92,14 @@ fn start_bank(port: u16, dir: &Path, crash_rate: f64) -> Child {
     spawn_ready(&mut cmd, "sandbox-bank: listening on")
 }
 
-fn start_bot(port: u16, bank_port: u16, dir: &Path, url: Option<&str>) -> Child {
+/// `bankbot serve` on `port` for a crash test: the test keys, no admin
+/// port, generous rate limits, on SQLite in `dir` or the PostgreSQL `url`.
+pub fn serve_command(
+    port: u16,
+    dir: &Path,
+    url: Option<&str>,
+    log_level: &str,
+) -> std::process::Command {
     let mut cmd = bankbot();
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--admin-listen", ""])
@@ -100,21 +107,27 @@ fn start_bot(port: u16, bank_port: u16, dir: &Path, url: Option<&str>) -> Child 
         .arg(dir)
         .arg("--model")
         .arg(repo_model())
-        .args([
-            "--bank-url",
-            &format!("http://127.0.0.1:{bank_port}/open-banking/v3.1"),
-        ])
         .env("BANKBOT_JWKS_FILE", fixtures().join("jwks.json"))
         .env("BANKBOT_JWT_ISSUER", ISSUER)
         .env("BANKBOT_JWT_AUDIENCE", AUDIENCE)
         .env("BANKBOT_CUSTOMER_RATE_PER_SECOND", "1000")
         .env("BANKBOT_CUSTOMER_BURST", "1000")
-        .env("BANKBOT_BANK_DEADLINE_MS", "2000")
-        .env("BANKBOT_LOG_LEVEL", "warn")
-        .env_remove("DATABASE_URL");
+        .env("BANKBOT_LOG_LEVEL", log_level)
+        .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL");
     if let Some(url) = url {
         cmd.env("DATABASE_URL", url);
     }
+    cmd
+}
+
+fn start_bot(port: u16, bank_port: u16, dir: &Path, url: Option<&str>) -> Child {
+    let mut cmd = serve_command(port, dir, url, "warn");
+    cmd.args([
+        "--bank-url",
+        &format!("http://127.0.0.1:{bank_port}/open-banking/v3.1"),
+    ])
+    .env("BANKBOT_BANK_DEADLINE_MS", "2000");
     // Reconcile briskly so the test ends soon after the last restart.
     let config = dir.join("crash.toml");
     std::fs::write(

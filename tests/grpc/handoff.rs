@@ -88,6 +88,27 @@ fn handoff(e: pb::ConversationEvent) -> Option<pb::HandoffStatus> {
     }
 }
 
+fn queued(e: pb::QueueEvent) -> Option<pb::TicketSummary> {
+    match e.kind {
+        Some(pb::queue_event::Kind::Queued(t)) => Some(t),
+        _ => None,
+    }
+}
+
+fn gone(e: pb::QueueEvent) -> Option<pb::TicketGone> {
+    match e.kind {
+        Some(pb::queue_event::Kind::Gone(g)) => Some(g),
+        _ => None,
+    }
+}
+
+fn typing(e: pb::ConversationEvent) -> Option<pb::Typing> {
+    match e.kind {
+        Some(Kind::Typing(t)) => Some(t),
+        _ => None,
+    }
+}
+
 fn message_by(author: pb::Author) -> impl FnMut(pb::ConversationEvent) -> Option<pb::Message> {
     move |e| match e.kind {
         Some(Kind::Message(m)) if m.author == author as i32 => Some(m),
@@ -144,11 +165,7 @@ async fn a_person_takes_over_and_hands_back(backend: Backend) {
     );
 
     // The watching agent sees it at once.
-    let queued = until(&mut watch, |e| match e.kind {
-        Some(pb::queue_event::Kind::Queued(t)) => Some(t),
-        _ => None,
-    })
-    .await;
+    let queued = until(&mut watch, queued).await;
     let seen_after = asked.elapsed();
     assert_eq!(queued.conversation_id, id);
     assert_eq!(queued.skill, "general");
@@ -204,11 +221,7 @@ async fn a_person_takes_over_and_hands_back(backend: Backend) {
     assert_eq!(claimed.nlu_trail.len(), 1);
     assert_eq!(claimed.nlu_trail[0].intent, "talk_to_human");
     let ticket_id = summary.ticket_id;
-    let gone = until(&mut watch, |e| match e.kind {
-        Some(pb::queue_event::Kind::Gone(g)) => Some(g),
-        _ => None,
-    })
-    .await;
+    let gone = until(&mut watch, gone).await;
     assert_eq!(gone.ticket_id, ticket_id);
     assert_eq!(gone.state, pb::TicketState::Claimed as i32);
     let h = until(&mut stream, handoff).await;
@@ -296,11 +309,7 @@ async fn a_person_takes_over_and_hands_back(backend: Backend) {
         ))
         .await
         .unwrap();
-    let typing = until(&mut stream, |e| match e.kind {
-        Some(Kind::Typing(t)) => Some(t),
-        _ => None,
-    })
-    .await;
+    let typing = until(&mut stream, typing).await;
     assert_eq!(typing.author, pb::Author::Agent as i32);
     assert!(typing.active);
 
@@ -358,11 +367,7 @@ async fn a_waiting_customer_can_stop_waiting(backend: Backend) {
         .unwrap()
         .into_inner();
     let (id, mut stream, _) = ask_for_a_person(&app, "quinn").await;
-    let queued = until(&mut watch, |e| match e.kind {
-        Some(pb::queue_event::Kind::Queued(t)) => Some(t),
-        _ => None,
-    })
-    .await;
+    let queued = until(&mut watch, queued).await;
     let mut c = app.client().await;
     // While waiting, other messages wait with the customer.
     let r = send(&mut c, "quinn", &id, "m2", "are you there?")
@@ -375,11 +380,7 @@ async fn a_waiting_customer_can_stop_waiting(backend: Backend) {
         .unwrap();
     assert_eq!(r.state, pb::ConversationState::Active as i32, "{r:?}");
     assert!(r.messages[0].text.contains("left the queue"), "{r:?}");
-    let gone = until(&mut watch, |e| match e.kind {
-        Some(pb::queue_event::Kind::Gone(g)) => Some(g),
-        _ => None,
-    })
-    .await;
+    let gone = until(&mut watch, gone).await;
     assert_eq!(gone.ticket_id, queued.ticket_id);
     assert_eq!(gone.state, pb::TicketState::Cancelled as i32);
     let h = until(&mut stream, |e| {
@@ -472,11 +473,7 @@ async fn ending_a_waiting_conversation_closes_its_ticket(backend: Backend) {
         .unwrap()
         .into_inner();
     let (id, _stream, _) = ask_for_a_person(&app, "uma").await;
-    let queued = until(&mut watch, |e| match e.kind {
-        Some(pb::queue_event::Kind::Queued(t)) => Some(t),
-        _ => None,
-    })
-    .await;
+    let queued = until(&mut watch, queued).await;
     app.client()
         .await
         .end_conversation(req(
@@ -488,11 +485,7 @@ async fn ending_a_waiting_conversation_closes_its_ticket(backend: Backend) {
         ))
         .await
         .unwrap();
-    let gone = until(&mut watch, |e| match e.kind {
-        Some(pb::queue_event::Kind::Gone(g)) => Some(g),
-        _ => None,
-    })
-    .await;
+    let gone = until(&mut watch, gone).await;
     assert_eq!(gone.ticket_id, queued.ticket_id);
     assert_eq!(gone.state, pb::TicketState::Cancelled as i32);
     let none = agent
@@ -712,11 +705,7 @@ async fn replicas_share_the_queue_and_streams_over_nats() {
         .into_inner();
     next(&mut watch).await; // the (empty) snapshot
     let (id, mut stream, _) = ask_for_a_person(&customer_side, "nora").await;
-    let queued = until(&mut watch, |e| match e.kind {
-        Some(pb::queue_event::Kind::Queued(t)) => Some(t),
-        _ => None,
-    })
-    .await;
+    let queued = until(&mut watch, queued).await;
     assert_eq!(queued.conversation_id, id);
 
     let ticket = agent
@@ -768,11 +757,7 @@ async fn replicas_share_the_queue_and_streams_over_nats() {
         ))
         .await
         .unwrap();
-    let typing = until(&mut stream, |e| match e.kind {
-        Some(Kind::Typing(t)) => Some(t),
-        _ => None,
-    })
-    .await;
+    let typing = until(&mut stream, typing).await;
     assert_eq!(typing.author, pb::Author::Agent as i32);
 
     let mut c = customer_side.client().await;

@@ -25,8 +25,8 @@ use bankbot_proto::v1 as pb;
 use bankbot_proto::v1::agent_service_client::AgentServiceClient;
 use tokio::sync::Mutex;
 
-use crate::common::{bankbot, repo_model};
-use crate::crash::{deliver, env_count, free_port, open, spawn_ready};
+use crate::common::repo_model;
+use crate::crash::{deliver, env_count, free_port, open, serve_command, spawn_ready};
 use crate::handoff::agent_req;
 use crate::helpers::*;
 
@@ -51,24 +51,7 @@ fn start_nats(port: u16, dir: &Path) -> Child {
 }
 
 fn start_server(port: u16, dir: &Path, url: Option<&str>, nats: Option<&str>) -> Child {
-    let mut cmd = bankbot();
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--admin-listen", ""])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--model")
-        .arg(repo_model())
-        .env("BANKBOT_JWKS_FILE", fixtures().join("jwks.json"))
-        .env("BANKBOT_JWT_ISSUER", ISSUER)
-        .env("BANKBOT_JWT_AUDIENCE", AUDIENCE)
-        .env("BANKBOT_CUSTOMER_RATE_PER_SECOND", "1000")
-        .env("BANKBOT_CUSTOMER_BURST", "1000")
-        .env("BANKBOT_LOG_LEVEL", "error")
-        .env_remove("DATABASE_URL")
-        .env_remove("NATS_URL");
-    if let Some(url) = url {
-        cmd.env("DATABASE_URL", url);
-    }
+    let mut cmd = serve_command(port, dir, url, "error");
     let config = dir.join("handoff-crash.toml");
     let mut toml = "[escalation]\nsweep_interval_ms = 200\n".to_owned();
     if let Some(nats) = nats {

@@ -217,13 +217,18 @@ impl Conversations {
         self.with_transcript(t).await
     }
 
-    pub async fn renew(&self, who: Caller<'_>, ticket_id: &str) -> Result<(Ticket, Vec<Message>)> {
+    /// Renews the agent's claim (activity on the ticket); the ticket as it now is.
+    async fn renew_claim(&self, who: Caller<'_>, ticket_id: &str) -> Result<Ticket> {
         check_ticket_id(ticket_id)?;
-        let t = self
-            .store
+        self.store
             .renew_claim(ticket_id, who.id, self.escalations.lease_ms())
             .await?
-            .map_err(refusal)?;
+            .map_err(refusal)
+    }
+
+    /// RenewClaim: the renewed ticket with its transcript.
+    pub async fn renew(&self, who: Caller<'_>, ticket_id: &str) -> Result<(Ticket, Vec<Message>)> {
+        let t = self.renew_claim(who, ticket_id).await?;
         self.with_transcript(t).await
     }
 
@@ -258,7 +263,7 @@ impl Conversations {
         who: Caller<'_>,
         ticket_id: &str,
     ) -> Result<crate::store::Conversation> {
-        let (t, _) = self.renew(who, ticket_id).await?;
+        let t = self.renew_claim(who, ticket_id).await?;
         self.store
             .conversation(&t.conversation_id, &t.customer_id)
             .await?
@@ -297,7 +302,7 @@ impl Conversations {
     }
 
     pub async fn agent_typing(&self, who: Caller<'_>, ticket_id: &str, active: bool) -> Result<()> {
-        let (t, _) = self.renew(who, ticket_id).await?;
+        let t = self.renew_claim(who, ticket_id).await?;
         self.hub.publish(LiveEvent::Typing {
             conversation_id: t.conversation_id,
             author: Author::Agent,

@@ -357,6 +357,32 @@ pub(super) async fn insert_ticket(
     Ok(())
 }
 
+/// Closes a ticket `agent` holds as `to` (with an outcome and note when
+/// resolved); `None` when the agent does not hold it.
+async fn close_held(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    agent: &str,
+    to: TicketState,
+    outcome: Option<(&str, &str)>,
+    now: i64,
+) -> Result<Option<Ticket>> {
+    let row = sqlx::query(&format!(
+        "UPDATE tickets SET state = $1, outcome = COALESCE($2, outcome), \
+         note = COALESCE($3, note), closed_at = $4, updated_at = $4, lease_until = 0 \
+         WHERE id = $5 AND agent_id = $6 AND state = 'claimed' RETURNING {COLUMNS}"
+    ))
+    .bind(to.as_str())
+    .bind(outcome.map(|(o, _)| o))
+    .bind(outcome.map(|(_, n)| n))
+    .bind(now)
+    .bind(id)
+    .bind(agent)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(ticket).transpose()
+}
+
 /// Cancels a waiting ticket (inside the turn's transaction); whether it was
 /// still waiting.
 pub(super) async fn cancel_ticket(
@@ -847,23 +873,19 @@ impl Store {
         let now = now_ms();
         let _gate = self.gate().await;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE tickets SET state = 'resolved', outcome = $1, note = $2, closed_at = $3, \
-             updated_at = $3, lease_until = 0 WHERE id = $4 AND agent_id = $5 \
-             AND state = 'claimed' RETURNING {COLUMNS}"
-        ))
-        .bind(outcome)
-        .bind(note)
-        .bind(now)
-        .bind(id)
-        .bind(agent)
-        .fetch_optional(&mut *tx)
+        let closed = close_held(
+            &mut tx,
+            id,
+            agent,
+            TicketState::Resolved,
+            Some((outcome, note)),
+            now,
+        )
         .await?;
-        let Some(row) = row else {
+        let Some(t) = closed else {
             tx.rollback().await?;
             return Ok(Err(TicketRefusal::NotHeld));
         };
-        let t = ticket(&row)?;
         let mut events = Vec::new();
         if let Some(lock) =
             rows::lock_conversation(&mut tx, &t.conversation_id, &t.customer_id, now).await?
@@ -902,21 +924,11 @@ impl Store {
         let now = now_ms();
         let _gate = self.gate().await;
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "UPDATE tickets SET state = 'handed_back', closed_at = $1, updated_at = $1, \
-             lease_until = 0 WHERE id = $2 AND agent_id = $3 AND state = 'claimed' \
-             RETURNING {COLUMNS}"
-        ))
-        .bind(now)
-        .bind(id)
-        .bind(agent)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
+        let closed = close_held(&mut tx, id, agent, TicketState::HandedBack, None, now).await?;
+        let Some(t) = closed else {
             tx.rollback().await?;
             return Ok(Err(TicketRefusal::NotHeld));
         };
-        let t = ticket(&row)?;
         let Some(lock) =
             rows::lock_conversation(&mut tx, &t.conversation_id, &t.customer_id, now).await?
         else {
